@@ -1,0 +1,1 @@
+"""Depth backends: (left, right, calib) -> DepthResult."""

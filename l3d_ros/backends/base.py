@@ -1,0 +1,61 @@
+"""What every depth backend returns, and the image normalisation they share."""
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from l3d_ros.geometry import StereoCalib
+
+
+@dataclass(frozen=True)
+class DepthResult:
+    """One stereo pair's output, all (H, W) float32 in the left image's pixels."""
+
+    depth_m: np.ndarray        # z along the optical axis [m], NaN unknown
+    confidence: np.ndarray     # 0..1, 0 where depth is NaN
+    disparity_px: np.ndarray   # [px], NaN unknown
+
+
+class DepthBackend(Protocol):
+    name: str
+
+    def compute(self, left: np.ndarray, right: np.ndarray, calib: StereoCalib) -> DepthResult:
+        """left, right: (H, W) float32 grey levels in [0, 1] (see `to_gray01`)."""
+
+
+def to_gray01(image: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 / float, (H, W) or (H, W, 3) RGB -> (H, W) float32 in [0, 1].
+
+    Float input is taken as already in [0, 1] and clipped; 3-channel input is RGB (BT.601 luma).
+    """
+    img = np.asarray(image)
+    if img.ndim == 3:
+        if img.shape[2] != 3:
+            raise ValueError(f'image shape {img.shape}: expected (H, W) or (H, W, 3)')
+        img = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(
+            np.asarray(image).dtype, 1.0)
+        return np.clip(img / scale, 0, 1).astype(np.float32)
+    if img.ndim != 2:
+        raise ValueError(f'image shape {img.shape}: expected (H, W) or (H, W, 3)')
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) / 65535.0
+    if np.issubdtype(img.dtype, np.floating):
+        return np.clip(np.nan_to_num(img.astype(np.float32)), 0, 1)
+    raise ValueError(f'image dtype {img.dtype}: expected uint8, uint16 or float')
+
+
+def finalize(depth_m: np.ndarray, confidence: np.ndarray, calib: StereoCalib,
+             depth_min_m: float, depth_max_m: float, confidence_min: float) -> DepthResult:
+    """Apply the node's validity rules: out-of-range or low-confidence depth becomes NaN."""
+    from l3d_ros.geometry import depth_to_disparity
+
+    depth = np.asarray(depth_m, np.float32).copy()
+    conf = np.nan_to_num(np.asarray(confidence, np.float32), nan=0.0).clip(0, 1)
+    bad = ~np.isfinite(depth) | (depth < depth_min_m) | (depth > depth_max_m)
+    bad |= conf < confidence_min
+    depth[bad] = np.nan
+    conf = np.where(bad, 0.0, conf).astype(np.float32)
+    return DepthResult(depth, conf, depth_to_disparity(depth, calib.fx, calib.baseline_m))

@@ -1,0 +1,254 @@
+"""Validated parameters of the perception node, loaded from `config/lunar_stereo.yaml`.
+
+The YAML file is a ROS 2 parameter file (`node: ros__parameters: ...`); nested mappings are
+ROS's dotted parameter names (`hazard.footprint_m`). Every default is written once, in the
+dataclasses below; the YAML overrides them, and unknown keys are rejected, not ignored.
+"""
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+import math
+from pathlib import Path
+import typing
+from typing import Any, Mapping
+
+import yaml
+
+NODE_NAME = 'l3d_stereo'
+BACKENDS = ('sgbm', 'student', 'oracle')
+
+
+def _check(ok: bool, name: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ValueError(f'{name}={value!r}: expected {expected}')
+
+
+def _finite_positive(name: str, value: float) -> None:
+    _check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+           name, value, 'a finite number > 0')
+
+
+@dataclass(frozen=True)
+class QosConfig:
+    reliable: bool = False          # False: sensor-data QoS (best effort) on the inputs
+    depth: int = 5                  # history depth of input subscriptions
+
+    def __post_init__(self):
+        _check(isinstance(self.depth, int) and 1 <= self.depth <= 100,
+               'qos.depth', self.depth, 'an integer in [1, 100]')
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    mode: str = 'exact'             # exact | approximate (left/right/infos by header stamp)
+    slop_s: float = 0.005           # approximate mode: largest stamp spread of a set [s]
+    queue_size: int = 10            # per-stream buffer; oldest dropped and counted beyond it
+    max_age_s: float = 2.0          # a pair older than the newest seen by this much is stale [s]
+
+    def __post_init__(self):
+        _check(self.mode in ('exact', 'approximate'), 'sync.mode', self.mode,
+               "'exact' or 'approximate'")
+        _check(0.0 <= self.slop_s <= 1.0, 'sync.slop_s', self.slop_s, '[0, 1] seconds')
+        _check(isinstance(self.queue_size, int) and 1 <= self.queue_size <= 1000,
+               'sync.queue_size', self.queue_size, 'an integer in [1, 1000]')
+        _finite_positive('sync.max_age_s', self.max_age_s)
+
+
+@dataclass(frozen=True)
+class SgbmConfig:
+    block_size: int = 5             # matching window [px], odd, 3..11
+    num_disparities: int = 0        # search range [px], multiple of 16; 0 = from depth_min_m
+    uniqueness_ratio: int = 10      # [%] margin of the best cost over the second best
+    speckle_window_size: int = 100  # [px] regions smaller than this are speckles; 0 disables
+    speckle_range: int = 2          # [px] disparity variation inside a connected region
+    disp12_max_diff: int = 1        # [px] left-right consistency; -1 disables
+    mode: str = 'sgbm'              # sgbm | hh | sgbm_3way | hh4 (OpenCV StereoSGBM modes)
+
+    def __post_init__(self):
+        _check(isinstance(self.block_size, int) and self.block_size % 2 == 1
+               and 1 <= self.block_size <= 11, 'sgbm.block_size', self.block_size,
+               'an odd integer in [1, 11] pixels')
+        _check(isinstance(self.num_disparities, int) and self.num_disparities >= 0
+               and self.num_disparities % 16 == 0, 'sgbm.num_disparities',
+               self.num_disparities, 'a non-negative multiple of 16 pixels (0 = derived)')
+        _check(0 <= self.uniqueness_ratio <= 100, 'sgbm.uniqueness_ratio',
+               self.uniqueness_ratio, '[0, 100] percent')
+        _check(self.speckle_window_size >= 0, 'sgbm.speckle_window_size',
+               self.speckle_window_size, '>= 0 pixels')
+        _check(self.speckle_range >= 0, 'sgbm.speckle_range', self.speckle_range, '>= 0')
+        _check(self.mode in ('sgbm', 'hh', 'sgbm_3way', 'hh4'), 'sgbm.mode', self.mode,
+               'one of sgbm, hh, sgbm_3way, hh4')
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    model: str = 'models/manifest.json'  # manifest (or .onnx listed in it); relative to package
+    threads: int = 2                      # onnxruntime intra-op threads
+
+    def __post_init__(self):
+        _check(isinstance(self.threads, int) and 1 <= self.threads <= 64,
+               'student.threads', self.threads, 'an integer in [1, 64]')
+
+
+@dataclass(frozen=True)
+class HazardConfig:
+    """Hazard definition of INTERFACES.md section 4 and the DEM it is computed on."""
+
+    footprint_m: float = 4.0        # lander footprint disc diameter [m]
+    slope_max_deg: float = 10.0     # tip-over limit of the leg geometry [deg]
+    roughness_max_m: float = 0.30   # largest residual to the disc's plane a leg can clear [m]
+    cell_m: float = 0.20            # DEM cell size [m]
+    map_size_m: float = 200.0       # side of the square descent-long map in `map` [m]
+    sigma_margin: float = 2.0       # safe only if safe with this many sigmas of height error
+    disparity_sigma_px: float = 0.25  # stereo matching noise used for the height variance
+    divert_max_m: float = 60.0      # largest lateral distance from the nominal target [m]
+    clearance_weight: float = 1.0   # site score: clearance [m] minus this * distance / divert
+
+    def __post_init__(self):
+        _finite_positive('hazard.footprint_m', self.footprint_m)
+        _check(0.0 < self.slope_max_deg < 90.0, 'hazard.slope_max_deg', self.slope_max_deg,
+               '(0, 90) degrees')
+        _finite_positive('hazard.roughness_max_m', self.roughness_max_m)
+        _finite_positive('hazard.cell_m', self.cell_m)
+        _check(self.cell_m <= self.footprint_m / 4, 'hazard.cell_m', self.cell_m,
+               f'<= footprint_m / 4 = {self.footprint_m / 4} m (a disc needs several cells)')
+        _check(self.map_size_m >= 2 * self.footprint_m, 'hazard.map_size_m', self.map_size_m,
+               f'>= 2 * footprint_m = {2 * self.footprint_m} m')
+        _check(self.sigma_margin >= 0, 'hazard.sigma_margin', self.sigma_margin, '>= 0')
+        _finite_positive('hazard.disparity_sigma_px', self.disparity_sigma_px)
+        _check(self.divert_max_m >= 0, 'hazard.divert_max_m', self.divert_max_m, '>= 0 m')
+        _check(self.clearance_weight >= 0, 'hazard.clearance_weight', self.clearance_weight,
+               '>= 0')
+
+
+@dataclass(frozen=True)
+class StereoNodeConfig:
+    """Parameters of the `l3d_stereo` node."""
+
+    backend: str = 'sgbm'           # sgbm | student (oracle is for offline evaluation only)
+    depth_min_m: float = 10.0       # nearest depth the rig must resolve [m]
+    depth_max_m: float = 400.0      # farther depths are reported as unknown [m]
+    confidence_min: float = 0.3     # depth below this confidence is published as NaN
+    max_missed_frames: int = 3      # frames a backend may fail before falling back to SGBM
+    publish_points: bool = True
+    qos: QosConfig = field(default_factory=QosConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    sgbm: SgbmConfig = field(default_factory=SgbmConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    hazard: HazardConfig = field(default_factory=HazardConfig)
+
+    def __post_init__(self):
+        _check(self.backend in BACKENDS[:2], 'backend', self.backend, "'sgbm' or 'student'")
+        _finite_positive('depth_min_m', self.depth_min_m)
+        _check(math.isfinite(self.depth_max_m) and self.depth_max_m > self.depth_min_m,
+               'depth_max_m', self.depth_max_m, f'a finite number > depth_min_m='
+               f'{self.depth_min_m}')
+        _check(0.0 <= self.confidence_min < 1.0, 'confidence_min', self.confidence_min,
+               '[0, 1)')
+        _check(isinstance(self.max_missed_frames, int) and self.max_missed_frames >= 1,
+               'max_missed_frames', self.max_missed_frames, 'an integer >= 1')
+
+
+def from_dict(cls, raw: Mapping[str, Any], where: str = ''):
+    """Build dataclass `cls` from a nested mapping; unknown keys and wrong types raise."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f'{where or cls.__name__}={raw!r}: expected a mapping')
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    if unknown := set(raw) - set(known):
+        raise ValueError(f'{where or cls.__name__}: unknown keys {sorted(unknown)}; '
+                         f'known: {sorted(known)}')
+    kwargs = {}
+    for name, value in raw.items():
+        typ, key = hints[name], f'{where}.{name}' if where else name
+        if is_dataclass(typ):
+            kwargs[name] = from_dict(typ, value, key)
+        else:
+            kwargs[name] = _coerce(typ, value, key)
+    return cls(**kwargs)
+
+
+def _coerce(typ, value, key):
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    base = typing.get_origin(typ) or typ
+    if base in (tuple, list) and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(base, type) and not isinstance(value, base) or (
+            base is int and isinstance(value, bool)):
+        raise ValueError(f'{key}={value!r}: expected {getattr(typ, "__name__", typ)}')
+    return value
+
+
+def flatten(cfg, prefix: str = '') -> dict[str, Any]:
+    """Dataclass -> {'hazard.footprint_m': 4.0, ...}: ROS's dotted parameter names."""
+    out = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            out.update(flatten(value, f'{prefix}{f.name}.'))
+        else:
+            out[f'{prefix}{f.name}'] = value
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{'a.b': 1} -> {'a': {'b': 1}}, the inverse of `flatten` on plain mappings."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split('.')
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def with_updates(cfg, flat_updates: Mapping[str, Any]):
+    """A copy of `cfg` with dotted-name updates applied and validated (raises ValueError)."""
+    merged = flatten(cfg)
+    if unknown := set(flat_updates) - set(merged):
+        raise ValueError(f'unknown parameters {sorted(unknown)}')
+    merged.update(flat_updates)
+    return from_dict(type(cfg), unflatten(merged))
+
+
+def package_root() -> Path:
+    """The folder holding config/, models/ and launch/: the source tree or the ament share."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / 'config' / 'lunar_stereo.yaml').is_file():
+        return here
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return Path(get_package_share_directory('l3d_ros'))
+    except (ImportError, LookupError) as exc:
+        raise FileNotFoundError('config/lunar_stereo.yaml not found beside the package '
+                                f'({here}) nor in an ament share: {exc}') from None
+
+
+def default_config_path() -> Path:
+    return package_root() / 'config' / 'lunar_stereo.yaml'
+
+
+def read_params_file(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The ROS parameter file as {node_name: {param: value}} (nested)."""
+    path = Path(path) if path else default_config_path()
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f'{path}: expected a mapping of node names, got {type(raw).__name__}')
+    out = {}
+    for node, body in raw.items():
+        if not isinstance(body, dict) or set(body) != {'ros__parameters'}:
+            raise ValueError(f'{path}: {node!r} must hold exactly one key, ros__parameters')
+        out[node] = body['ros__parameters'] or {}
+    return out
+
+
+def load_node_config(path: Path | None = None) -> StereoNodeConfig:
+    """`l3d_stereo`'s section of the parameter file, validated."""
+    params = read_params_file(path)
+    return from_dict(StereoNodeConfig, params.get(NODE_NAME, {}), NODE_NAME)
+
+
+__all__ = ['QosConfig', 'SyncConfig', 'SgbmConfig', 'StudentConfig', 'HazardConfig',
+           'StereoNodeConfig', 'from_dict', 'flatten', 'unflatten', 'with_updates',
+           'read_params_file', 'load_node_config', 'default_config_path', 'package_root',
+           'replace']

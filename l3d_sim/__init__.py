@@ -1,0 +1,1 @@
+"""Lunar simulator: terrain, stereo renderer, lander dynamics and ROS sim node."""

@@ -1,0 +1,1 @@
+"""Teacher (MASt3R), students, distillation, evaluation and ONNX export (torch)."""
