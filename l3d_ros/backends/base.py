@@ -4,7 +4,7 @@ from typing import Protocol
 
 import numpy as np
 
-from l3d_ros.geometry import StereoCalib
+from l3d_ros.geometry import depth_to_disparity, StereoCalib
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,6 @@ def to_gray01(image: np.ndarray) -> np.ndarray:
 def finalize(depth_m: np.ndarray, confidence: np.ndarray, calib: StereoCalib,
              depth_min_m: float, depth_max_m: float, confidence_min: float) -> DepthResult:
     """Apply the node's validity rules: out-of-range or low-confidence depth becomes NaN."""
-    from l3d_ros.geometry import depth_to_disparity
-
     depth = np.asarray(depth_m, np.float32).copy()
     conf = np.nan_to_num(np.asarray(confidence, np.float32), nan=0.0).clip(0, 1)
     bad = ~np.isfinite(depth) | (depth < depth_min_m) | (depth > depth_max_m)
