@@ -1,1 +1,1 @@
-"""Depth backends: (left, right, calib) -> DepthResult."""
+"""Depth backends: (left, right, calib) -> DepthResult. `make_backend` picks one by name."""
