@@ -1,0 +1,197 @@
+"""`l3d_stereo`: rectified stereo pair in, depth / points / hazard out (INTERFACES.md section 5).
+
+Callbacks only hand messages to the synchroniser; a matched set goes into a one-slot mailbox
+(newest pair wins, replaced pairs are counted) and a worker thread runs the pipeline and
+publishes. A bad frame is dropped, counted and reported; it never stops the node.
+"""
+from collections import deque
+import sys
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import OccupancyGrid
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from stereo_msgs.msg import DisparityImage
+
+from l3d_ros import msg as conv
+from l3d_ros.config import flatten, from_dict, NODE_NAME, StereoNodeConfig, unflatten
+from l3d_ros.pipeline import StereoPipeline
+from l3d_ros.sync import LatestSlot, StereoSynchronizer
+
+LATENCY_WINDOW = 200   # frames kept for the latency statistics on /diagnostics
+
+
+class StereoNode(Node):
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        anytype = ParameterDescriptor(dynamic_typing=True)
+        for name, default in flatten(StereoNodeConfig()).items():
+            self.declare_parameter(name, default, anytype)
+        self.cfg = self._config_from_parameters()  # raises ValueError: refused at start-up
+        self.pipeline = StereoPipeline(self.cfg)
+        self._pending_cfg = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.sync = StereoSynchronizer(self.cfg.sync.mode, self.cfg.sync.slop_s,
+                                       self.cfg.sync.queue_size, self.cfg.sync.max_age_s)
+        self.slot = LatestSlot()
+        self.pose = None                   # (R_world_cam, t_world_cam) from camera_pose
+        self.faults = 0
+        self.last_fault = self.pipeline.init_fault
+        self.frames = 0
+        self.latency_ms = deque(maxlen=LATENCY_WINDOW)
+        self.stage_ms: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+        qos_in = QoSProfile(depth=self.cfg.qos.depth, reliability=(
+            ReliabilityPolicy.RELIABLE if self.cfg.qos.reliable else
+            ReliabilityPolicy.BEST_EFFORT))
+        for stream, typ, topic in (('left', Image, 'left/image_rect'),
+                                   ('right', Image, 'right/image_rect'),
+                                   ('left_info', CameraInfo, 'left/camera_info'),
+                                   ('right_info', CameraInfo, 'right/camera_info')):
+            self.create_subscription(typ, topic, self._on_input(stream), qos_in)
+        self.create_subscription(PoseStamped, 'camera_pose', self._on_pose, qos_in)
+
+        self.pub_points = self.create_publisher(PointCloud2, 'points', 5)
+        self.pub_depth = self.create_publisher(Image, 'depth', 5)
+        self.pub_conf = self.create_publisher(Image, 'confidence', 5)
+        self.pub_disp = self.create_publisher(DisparityImage, 'disparity', 5)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub_hazard = self.create_publisher(OccupancyGrid, 'hazard_map', latched)
+        self.pub_site = self.create_publisher(PoseStamped, 'safe_site', 5)
+        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+        self.worker = threading.Thread(target=self._work, name='l3d_worker', daemon=True)
+        self.worker.start()
+        self.get_logger().info(f'backend {self.pipeline.active_backend}, sync {self.cfg.sync.mode}'
+                               f', inputs {"reliable" if self.cfg.qos.reliable else "best effort"}')
+        if self.last_fault:
+            self.get_logger().error(self.last_fault)
+
+    # -- parameters ---------------------------------------------------------------------------
+    def _config_from_parameters(self, overrides=None) -> StereoNodeConfig:
+        flat = {name: self.get_parameter(name).value for name in flatten(StereoNodeConfig())}
+        flat.update(overrides or {})
+        return from_dict(StereoNodeConfig, unflatten(flat), NODE_NAME)
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        try:
+            cfg = self._config_from_parameters({p.name: p.value for p in params})
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self._pending_cfg = cfg            # applied by the worker between two frames
+        return SetParametersResult(successful=True)
+
+    # -- inputs -------------------------------------------------------------------------------
+    def _on_input(self, stream: str):
+        def callback(msg):
+            with self.lock:
+                matched = self.sync.add(stream, conv.stamp_to_ns(msg.header.stamp), msg)
+            if matched is not None:
+                self.slot.put((matched, self.pose))
+        return callback
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        try:
+            self.pose = conv.pose_stamped_to_rt(msg)
+        except ValueError as exc:
+            self._fault(f'camera_pose rejected: {exc}')
+
+    def _fault(self, text: str) -> None:
+        self.faults += 1
+        self.last_fault = text
+        self.get_logger().error(text, throttle_duration_sec=1.0)
+
+    # -- processing ---------------------------------------------------------------------------
+    def _work(self) -> None:
+        while rclpy.ok():
+            item = self.slot.take(timeout_s=0.5)
+            if item is None:
+                continue
+            if self._pending_cfg is not None:
+                self.cfg, self._pending_cfg = self._pending_cfg, None
+                self.pipeline = StereoPipeline(self.cfg)
+            try:
+                self._process(*item)
+            except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the node
+                self._fault(f'frame dropped: {type(exc).__name__}: {exc}')
+
+    def _process(self, pair, pose) -> None:
+        t0 = time.perf_counter()
+        calib = conv.camera_infos_to_calib(pair.left_info, pair.right_info)
+        left, right = conv.image_to_array(pair.left), conv.image_to_array(pair.right)
+        t1 = time.perf_counter()
+        out = self.pipeline.process(left, right, calib)
+        for text in out.faults:
+            self._fault(text)
+        header = pair.left.header
+        res = out.result
+        self.pub_depth.publish(conv.array_to_image(res.depth_m, '32FC1', header))
+        self.pub_conf.publish(conv.array_to_image(res.confidence, '32FC1', header))
+        d_min = calib.fx * calib.baseline_m / self.cfg.depth_max_m
+        d_max = calib.fx * calib.baseline_m / self.cfg.depth_min_m
+        self.pub_disp.publish(conv.to_disparity_image(res.disparity_px, calib, header,
+                                                      d_min, d_max))
+        if self.cfg.publish_points:
+            self.pub_points.publish(conv.points_to_pointcloud2(
+                out.points_m, out.intensity, res.confidence, header))
+        t2 = time.perf_counter()
+        self.frames += 1
+        self.latency_ms.append(1e3 * (t2 - t0))
+        self.stage_ms = dict(out.timings_ms, convert=1e3 * (t1 - t0))
+
+    # -- diagnostics --------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
+        drops = dict(self.sync.snapshot(), replaced=self.slot.replaced)
+        level = DiagnosticStatus.OK
+        if self.pipeline.active_backend != self.cfg.backend or self.last_fault:
+            level = DiagnosticStatus.WARN
+        if self.pipeline.init_fault:
+            level = DiagnosticStatus.ERROR
+        values = {'backend': self.pipeline.active_backend, 'configured_backend': self.cfg.backend,
+                  'model_sha256': self.pipeline.model_sha256, 'frames': self.frames,
+                  'latency_ms_median': f'{np.median(lat):.1f}',
+                  'latency_ms_p95': f'{np.percentile(lat, 95):.1f}',
+                  'faults': self.faults, 'last_fault': self.last_fault,
+                  **{f'drops_{k}': v for k, v in drops.items()}}
+        status = DiagnosticStatus(level=level, name=f'{self.get_name()}: stereo pipeline',
+                                  hardware_id='l3d_ros', message=self.last_fault or 'ok',
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in
+                                          values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(msg)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = StereoNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as exc:   # invalid parameters: refuse to start, say which and why
+        print(f'{NODE_NAME}: invalid parameters: {exc}', file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if node is not None:
+            node.slot.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

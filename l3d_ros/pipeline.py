@@ -1,0 +1,93 @@
+"""One stereo frame through the perception chain, without ROS: images -> depth -> points.
+
+The node owns transport; this owns the algorithm order, the backend fallback and the stage
+timings, so that `l3d bench`, `l3d infer` and the node run exactly the same code.
+"""
+from dataclasses import dataclass, field
+import time
+
+import numpy as np
+
+from l3d_ros.backends import DepthBackend, DepthResult, finalize, make_backend, to_gray01
+from l3d_ros.config import StereoNodeConfig
+from l3d_ros.geometry import backproject, StereoCalib
+
+RETRY_PRIMARY_EVERY = 30   # frames on the fallback between two attempts to restore the primary
+
+
+@dataclass
+class FrameOutput:
+    """Everything published for one pair; arrays are (H, W[, 3]) in the left image's pixels."""
+
+    result: DepthResult
+    points_m: np.ndarray          # (H, W, 3) left optical frame, NaN invalid
+    intensity: np.ndarray         # (H, W) left grey level in [0, 1]
+    backend: str                  # the backend that produced this frame
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    faults: list[str] = field(default_factory=list)
+
+
+class StereoPipeline:
+    """Primary backend with an SGBM fallback that takes over within the failing frame."""
+
+    def __init__(self, cfg: StereoNodeConfig):
+        self.cfg = cfg
+        self.fallback = make_backend('sgbm', cfg)
+        self.primary: DepthBackend | None = None
+        self.init_fault = ''
+        self.missed = 0
+        self.on_fallback_frames = 0
+        if cfg.backend != 'sgbm':
+            try:
+                self.primary = make_backend(cfg.backend, cfg)
+            except (OSError, ValueError, RuntimeError) as exc:
+                self.init_fault = f'backend {cfg.backend!r} refused, using sgbm: {exc}'
+
+    @property
+    def model_sha256(self) -> str:
+        return getattr(self.primary, 'sha256', '') if self.primary else ''
+
+    @property
+    def active_backend(self) -> str:
+        primary_ok = self.primary is not None and self.missed < self.cfg.max_missed_frames
+        return self.primary.name if primary_ok else self.fallback.name
+
+    def _depth(self, left01, right01, calib, faults) -> tuple[DepthResult, str]:
+        use_primary = self.primary is not None and (
+            self.missed < self.cfg.max_missed_frames
+            or self.on_fallback_frames >= RETRY_PRIMARY_EVERY)
+        if use_primary:
+            try:
+                result = self.primary.compute(left01, right01, calib)
+                self.missed, self.on_fallback_frames = 0, 0
+                return result, self.primary.name
+            except Exception as exc:  # noqa: BLE001 - any model fault must end in the fallback
+                self.missed += 1
+                self.on_fallback_frames = 0
+                faults.append(f'{self.primary.name} failed ({type(exc).__name__}: {exc}); '
+                              f'sgbm used for this frame')
+        elif self.primary is not None:
+            self.on_fallback_frames += 1
+        return self.fallback.compute(left01, right01, calib), self.fallback.name
+
+    def process(self, left: np.ndarray, right: np.ndarray, calib: StereoCalib) -> FrameOutput:
+        """left, right: decoded images (uint8/uint16/float, grey or RGB) of one rectified pair."""
+        if left.shape[:2] != right.shape[:2]:
+            raise ValueError(f'left image {left.shape[:2]} and right image {right.shape[:2]}: '
+                             'expected the same size')
+        if left.shape[:2] != calib.shape:
+            raise ValueError(f'image size {left.shape[:2]} differs from camera_info '
+                             f'{calib.shape} (height, width)')
+        faults: list[str] = []
+        t0 = time.perf_counter()
+        left01, right01 = to_gray01(left), to_gray01(right)
+        t1 = time.perf_counter()
+        raw, name = self._depth(left01, right01, calib, faults)
+        result = finalize(raw.depth_m, raw.confidence, calib, self.cfg.depth_min_m,
+                          self.cfg.depth_max_m, self.cfg.confidence_min)
+        t2 = time.perf_counter()
+        points = backproject(result.depth_m, calib)
+        t3 = time.perf_counter()
+        timings = {'normalise': t1 - t0, 'inference': t2 - t1, 'geometry': t3 - t2}
+        return FrameOutput(result, points, left01, name,
+                           {k: 1e3 * v for k, v in timings.items()}, faults)
