@@ -8,9 +8,9 @@ columns along +x, heights are z up.
 Per cell, a least-squares plane z = a + b dx + c dy is fitted to the valid terrain samples in the
 disc of diameter `footprint_m` centred on the cell (dx, dy: offsets from the centre [m]); slope is
 the tilt of that plane, roughness the largest |residual| of those samples to THAT plane. The
-evaluation works on windows of the grid (a strided view, copied in row chunks so memory stays
-bounded); the moments are one matrix product per chunk and the residual maximum is exact over
-every disc sample - no offset subsampling.
+evaluation gathers, per chunk of rows, every disc sample of every evaluated cell into a (K, n)
+array (one strided slice per disc offset); the plane moments are then matrix products and the
+residual maximum is exact over every disc sample - no offset subsampling.
 """
 from dataclasses import dataclass
 import math
@@ -21,7 +21,7 @@ from l3d_ros.config import HazardConfig
 from l3d_ros.dataset import HAZARD_HAZARD, HAZARD_SAFE, HAZARD_UNKNOWN
 
 COVERAGE_MIN = 0.8          # fraction of a disc's cells that must hold terrain to judge it
-_CHUNK_ELEMENTS = 1 << 21   # window elements copied per chunk (bounds memory, ~8 MB float32)
+_CHUNK_ELEMENTS = 1 << 23   # disc samples gathered per chunk (bounds memory: 32 MB float32)
 
 
 @dataclass(frozen=True)
@@ -94,72 +94,77 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
     if sigma_m is not None and np.shape(sigma_m) != dem.shape:
         raise ValueError(f'sigma_m.shape={np.shape(sigma_m)}: expected {dem.shape}')
     radius, inside = disc_offsets(cfg.footprint_m, cell_m)
-    side = 2 * radius + 1
-    d_m = np.arange(-radius, radius + 1) * cell_m
-    dy, dx = np.meshgrid(d_m, d_m, indexing='ij')
-    disc = inside.ravel().astype(np.float64)
-    basis = np.stack([disc, disc * dx.ravel(), disc * dy.ravel()], axis=1)     # (K, 3)
-    second = np.stack([disc, disc * dx.ravel(), disc * dy.ravel(), disc * dx.ravel() ** 2,
-                       disc * (dx * dy).ravel(), disc * dy.ravel() ** 2], axis=1)  # (K, 6)
-    n_disc = float(disc.sum())
+    off_i, off_j = np.nonzero(inside)                                      # (K,) each
+    dx = ((off_j - radius) * cell_m).astype(np.float32)
+    dy = ((off_i - radius) * cell_m).astype(np.float32)
+    ones = np.ones_like(dx)
+    basis = np.stack([ones, dx, dy], axis=1)                               # (K, 3)
+    second = np.stack([ones, dx, dy, dx * dx, dx * dy, dy * dy])           # (6, K)
+    n_disc = float(len(dx))
+    centre_k = int(np.flatnonzero((off_i == radius) & (off_j == radius))[0])
 
     finite = np.isfinite(dem)
     ref_m = float(np.median(dem[finite])) if finite.any() else 0.0     # conditioning only
     pad = ((radius, radius), (radius, radius))
     z = np.pad(np.where(finite, dem - ref_m, np.nan).astype(np.float32), pad,
                constant_values=np.nan)
-    s2 = None
-    if sigma_m is not None:
-        s2 = np.pad(np.asarray(sigma_m, np.float32), pad, constant_values=np.nan)
-    windows = np.lib.stride_tricks.sliding_window_view(z, (side, side))[::stride, ::stride]
-    out_h, out_w = windows.shape[:2]
-    sig_windows = (None if s2 is None else
-                   np.lib.stride_tricks.sliding_window_view(s2, (side, side))[::stride, ::stride])
-
+    sig = None if sigma_m is None else np.pad(np.asarray(sigma_m, np.float32), pad,
+                                              constant_values=np.nan)
+    out_h, out_w = -(-dem.shape[0] // stride), -(-dem.shape[1] // stride)
     slope = np.full((out_h, out_w), np.nan, np.float32)
     rough = np.full((out_h, out_w), np.nan, np.float32)
     coverage = np.zeros((out_h, out_w), np.float32)
     margin = np.full((out_h, out_w), np.nan, np.float32)
-    k = cfg.sigma_margin
+    k_sigma = np.float32(cfg.sigma_margin)
     tan_max = math.tan(math.radians(cfg.slope_max_deg))
-    rows_per_chunk = max(1, _CHUNK_ELEMENTS // (out_w * side * side))
-    centre = radius * side + radius
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // (out_w * len(dx)))
     for r0 in range(0, out_h, rows_per_chunk):
         r1 = min(out_h, r0 + rows_per_chunk)
-        zc = windows[r0:r1].reshape(-1, side * side)                       # (n, K) copy
-        valid = np.isfinite(zc)
-        z0 = np.where(valid, zc, 0.0)
-        m = valid.astype(np.float64) @ second                              # (n, 6)
-        mz = z0.astype(np.float64) @ basis                                 # (n, 3)
-        a_mat = np.stack([m[:, [0, 1, 2]], m[:, [1, 3, 4]], m[:, [2, 4, 5]]], axis=1)
-        cov = m[:, 0] / n_disc
-        ok = valid[:, centre] & (cov >= COVERAGE_MIN)
-        a_mat[~ok] = np.eye(3)
-        inv = np.linalg.inv(a_mat)                                         # (n, 3, 3)
-        coef = np.einsum('nij,nj->ni', inv, mz)                            # a, b, c
-        plane = coef[:, :1] + coef[:, 1:2] * dx.ravel() + coef[:, 2:3] * dy.ravel()
-        resid = np.abs(zc - plane.astype(np.float32))
-        resid[~(valid & inside.ravel())] = -np.inf                         # not a disc sample
-        grad = np.hypot(coef[:, 1], coef[:, 2])
-        rough_c = resid.max(axis=1)
-        slope_c = np.degrees(np.arctan(grad))
-        ratio = np.maximum(grad / tan_max, rough_c / cfg.roughness_max_m)
-        if sig_windows is not None:
-            sc = sig_windows[r0:r1].reshape(-1, side * side)
-            sc = np.where(valid & inside.ravel(), np.nan_to_num(sc, nan=0.0), 0.0)
-            rough_k = np.max(resid + k * sc, axis=1)
-            var_mean = (sc.astype(np.float64) ** 2).sum(axis=1) / np.maximum(m[:, 0], 1)
-            grad_se = np.sqrt(var_mean * np.maximum(inv[:, 1, 1], inv[:, 2, 2]))
-            ratio = np.maximum((grad + k * grad_se) / tan_max, rough_k / cfg.roughness_max_m)
         shape = (r1 - r0, out_w)
+        zk = _gather(z, off_i, off_j, r0 * stride, shape, stride)          # (K, n) samples
+        valid = np.isfinite(zk)
+        m = second @ valid.astype(np.float32)                              # (6, n)
+        mz = basis.T @ np.where(valid, zk, np.float32(0))                  # (3, n)
+        cov = m[0] / n_disc
+        ok = valid[centre_k] & (cov >= COVERAGE_MIN)
+        a_mat = np.stack([m[[0, 1, 2]], m[[1, 3, 4]], m[[2, 4, 5]]]).astype(np.float64)
+        a_mat = np.moveaxis(a_mat, -1, 0)                                  # (n, 3, 3)
+        a_mat[~ok] = np.eye(3)
+        inv = np.linalg.inv(a_mat)
+        coef = np.einsum('nij,jn->ni', inv, mz.astype(np.float64))        # (n, 3): a, b, c
+        zk -= basis @ coef.T.astype(np.float32)                            # residuals, NaN kept
+        rough_c = np.maximum(np.fmax.reduce(zk, axis=0), -np.fmin.reduce(zk, axis=0))
+        grad = np.hypot(coef[:, 1], coef[:, 2])
+        ratio = np.maximum(grad / tan_max, rough_c / cfg.roughness_max_m)
+        if sig is not None:
+            sk = _gather(sig, off_i, off_j, r0 * stride, shape, stride)
+            sk[~valid] = np.nan
+            np.abs(zk, out=zk)
+            zk += k_sigma * sk
+            rough_k = np.fmax.reduce(zk, axis=0)
+            var_mean = np.nansum(sk.astype(np.float64) ** 2, axis=0) / np.maximum(m[0], 1)
+            grad_se = np.sqrt(var_mean * np.maximum(inv[:, 1, 1], inv[:, 2, 2]))
+            ratio = np.maximum((grad + k_sigma * grad_se) / tan_max,
+                               rough_k / cfg.roughness_max_m)
         coverage[r0:r1] = cov.reshape(shape)
-        slope[r0:r1] = np.where(ok, slope_c, np.nan).reshape(shape)
+        slope[r0:r1] = np.where(ok, np.degrees(np.arctan(grad)), np.nan).reshape(shape)
         rough[r0:r1] = np.where(ok, rough_c, np.nan).reshape(shape)
         margin[r0:r1] = np.where(ok, ratio, np.nan).reshape(shape)
     hazard = np.full((out_h, out_w), HAZARD_UNKNOWN, np.uint8)
     known = np.isfinite(margin)
     hazard[known] = np.where(margin[known] <= 1.0, HAZARD_SAFE, HAZARD_HAZARD)
     c = stride * cell_m
-    grid_origin = (origin_xy_m[0] + 0.5 * cell_m - 0.5 * c, origin_xy_m[1] + 0.5 * cell_m - 0.5 * c)
+    corner = 0.5 * (cell_m - c)
+    grid_origin = (origin_xy_m[0] + corner, origin_xy_m[1] + corner)
     return HazardLayers(slope, rough, hazard, coverage, margin,
                         GridGeometry(grid_origin, c, (out_h, out_w)))
+
+
+def _gather(padded: np.ndarray, off_i: np.ndarray, off_j: np.ndarray, row0: int,
+            shape: tuple[int, int], stride: int) -> np.ndarray:
+    """(K, rows * cols) samples padded[row0 + r*stride + off_i[k], c*stride + off_j[k]]."""
+    rows, cols = shape
+    out = np.empty((len(off_i), rows, cols), padded.dtype)
+    for k, (di, dj) in enumerate(zip(off_i, off_j)):
+        out[k] = padded[row0 + di:row0 + di + rows * stride:stride, dj:dj + cols * stride:stride]
+    return out.reshape(len(off_i), rows * cols)
