@@ -132,12 +132,12 @@ def camera_infos_to_calib(left: CameraInfo, right: CameraInfo) -> StereoCalib:
     if (left.width, left.height) != (right.width, right.height):
         raise ValueError(f'right size={right.width}x{right.height}: expected the left size '
                          f'{left.width}x{left.height}')
-    p_l, p_r = (np.asarray(info.p, np.float64) for info in (left, right))
+    p_l, p_r = (np.asarray(info.p, np.float64).tolist() for info in (left, right))
     for side, p in (('left', p_l), ('right', p_r)):
-        if not np.any(p):
-            raise ValueError(f'{side}.p={p.tolist()}: all zero, the camera is uncalibrated')
-        if not np.all(np.isfinite(p)):
-            raise ValueError(f'{side}.p={p.tolist()}: expected finite values')
+        if not any(p):
+            raise ValueError(f'{side}.p={p}: all zero, the camera is uncalibrated')
+        if not all(map(math.isfinite, p)):
+            raise ValueError(f'{side}.p={p}: expected finite values')
         for name, value in (('p[0] (fx)', p[0]), ('p[5] (fy)', p[5])):
             if value == 0:
                 raise ValueError(f'{side}.{name}={value!r}: expected a non-zero focal length')
@@ -273,7 +273,7 @@ def to_occupancy_grid(values: np.ndarray, cell_m: float, origin_xy_m: tuple[floa
         raise ValueError(f'values dtype={grid.dtype}: expected an integer grid (int8)')
     bad = (grid != -1) & ((grid < 0) | (grid > 100))
     if bad.any():
-        raise ValueError(f'values={grid[bad][0]!r} at {np.argwhere(bad)[0].tolist()}: '
+        raise ValueError(f'values={grid[bad][0].item()!r} at {np.argwhere(bad)[0].tolist()}: '
                          'expected -1 or 0..100')
     if not (math.isfinite(cell_m) and cell_m > 0):
         raise ValueError(f'cell_m={cell_m!r}: expected a finite number > 0 [m]')
