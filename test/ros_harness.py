@@ -1,0 +1,117 @@
+"""A test-side ROS 2 peer: publishes stereo inputs and collects the node's outputs over DDS."""
+from pathlib import Path
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import OccupancyGrid
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from stereo_msgs.msg import DisparityImage
+import yaml
+
+from l3d_ros import msg as conv
+from l3d_ros.bringup import launch_nodes, start, stop
+from l3d_ros.config import default_config_path
+
+OUTPUTS = {'depth': Image, 'confidence': Image, 'points': PointCloud2,
+           'disparity': DisparityImage, 'safe_site': PoseStamped, '/diagnostics': DiagnosticArray}
+
+
+def write_params(tmp_path: Path, **node_overrides) -> Path:
+    """The shipped parameter file with `l3d_stereo` overrides (nested dicts) applied."""
+    params = yaml.safe_load(default_config_path().read_text())
+    body = params['l3d_stereo']['ros__parameters']
+    for key, value in node_overrides.items():
+        if isinstance(value, dict):
+            body.setdefault(key, {}).update(value)
+        else:
+            body[key] = value
+    path = tmp_path / 'params.yaml'
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+class Peer:
+    """Publishes on the node's inputs and records every output message by topic."""
+
+    def __init__(self, name='l3d_test_peer'):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.pub = {t: self.node.create_publisher(typ, t, 10) for t, typ in (
+            ('left/image_rect', Image), ('right/image_rect', Image),
+            ('left/camera_info', CameraInfo), ('right/camera_info', CameraInfo),
+            ('camera_pose', PoseStamped))}
+        self.received = {t: [] for t in [*OUTPUTS, 'hazard_map']}
+        self.lock = threading.Lock()
+        for topic, typ in OUTPUTS.items():
+            self.node.create_subscription(typ, topic, self._keep(topic), 10)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(OccupancyGrid, 'hazard_map', self._keep('hazard_map'),
+                                      latched)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - context shut down under us
+                return
+
+    def _keep(self, topic):
+        def callback(msg):
+            with self.lock:
+                self.received[topic].append(msg)
+        return callback
+
+    def publish_pair(self, left, right, calib, stamp_ns, left_encoding='mono8',
+                     right_encoding='mono8', frame_id='l3d_left_optical'):
+        stamp = conv.ns_to_stamp(stamp_ns)
+        info_l, info_r = conv.calib_to_camera_infos(calib, frame_id, stamp=stamp)
+        for topic, array, enc, frame in (('left/image_rect', left, left_encoding, frame_id),
+                                         ('right/image_rect', right, right_encoding,
+                                          'l3d_right_optical')):
+            img = conv.array_to_image(array, enc) if not isinstance(array, Image) else array
+            img.header.stamp, img.header.frame_id = stamp, frame
+            self.pub[topic].publish(img)
+        self.pub['left/camera_info'].publish(info_l)
+        self.pub['right/camera_info'].publish(info_r)
+
+    def wait_for(self, topic, predicate=lambda m: True, timeout_s=30.0, republish=None):
+        """First message on `topic` satisfying predicate; `republish()` is re-sent every 0.5 s
+        until then (DDS discovery takes a moment, and inputs are best effort)."""
+        deadline, next_send = time.monotonic() + timeout_s, 0.0
+        while time.monotonic() < deadline:
+            if republish and time.monotonic() >= next_send:
+                republish()
+                next_send = time.monotonic() + 0.5
+            with self.lock:
+                for m in self.received[topic]:
+                    if predicate(m):
+                        return m
+            time.sleep(0.02)
+        raise TimeoutError(f'no message on {topic} satisfying the predicate in {timeout_s} s')
+
+    def close(self):
+        self.context.try_shutdown()
+        self.thread.join(timeout=2)
+
+
+class RunningNode:
+    """`l3d_stereo` started the way `l3d bringup` starts it, in its own process."""
+
+    def __init__(self, params_file: Path):
+        self.procs = start(launch_nodes(params_file), params_file)
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def close(self):
+        stop(self.procs)

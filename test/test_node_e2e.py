@@ -1,0 +1,68 @@
+"""End to end over real DDS: a separate process runs l3d_stereo; this test is its camera."""
+from diagnostic_msgs.msg import DiagnosticStatus
+import numpy as np
+import pytest
+
+from l3d_ros import msg as conv
+from l3d_ros.geometry import StereoCalib
+from l3d_sim.synthetic import plane_pair
+from ros_harness import Peer, RunningNode, write_params
+
+pytestmark = pytest.mark.ros
+CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
+
+
+@pytest.fixture(scope='module')
+def ros(tmp_path_factory):
+    params = write_params(tmp_path_factory.mktemp('params'), depth_min_m=2.0, depth_max_m=50.0)
+    node, peer = RunningNode(params), Peer()
+    yield node, peer
+    peer.close()
+    node.close()
+
+
+def stamp_is(ns):
+    return lambda m: conv.stamp_to_ns(m.header.stamp) == ns
+
+
+@pytest.mark.parametrize('depth_m, tilt_deg, stamp_ns', [(4.0, 0.0, 1_000_000_000),
+                                                          (5.0, 30.0, 2_000_000_000)])
+def test_depth_and_points_of_a_textured_plane(ros, depth_m, tilt_deg, stamp_ns):
+    node, peer = ros
+    left, right, truth = plane_pair(CALIB, depth_m, tilt_deg, seed=7)
+    send = (lambda: peer.publish_pair(left, right, CALIB, stamp_ns))
+    depth_msg = peer.wait_for('depth', stamp_is(stamp_ns), republish=send)
+    assert depth_msg.encoding == '32FC1' and depth_msg.header.frame_id == 'l3d_left_optical'
+    depth = conv.image_to_array(depth_msg)
+    u = np.arange(CALIB.width)[None, :]
+    visible = np.isfinite(truth) & (u >= CALIB.fx * CALIB.baseline_m / truth)
+    good = np.abs(depth - truth) < 0.01 * truth
+    assert (good & visible).sum() / visible.sum() >= 0.95
+
+    cloud = peer.wait_for('points', stamp_is(stamp_ns))
+    assert [f.name for f in cloud.fields] == ['x', 'y', 'z', 'intensity', 'confidence']
+    assert cloud.header.frame_id == 'l3d_left_optical'
+    assert (cloud.height, cloud.width) == CALIB.shape
+    fields = conv.pointcloud2_to_arrays(cloud)
+    np.testing.assert_array_equal(fields['z'], depth)      # z of the cloud is the depth
+    finite = np.isfinite(depth)
+    v = np.arange(CALIB.height)[:, None].repeat(CALIB.width, 1)
+    np.testing.assert_allclose(fields['y'][finite],
+                               ((v - CALIB.cy) * depth / CALIB.fy)[finite], rtol=1e-5)
+    assert ((fields['confidence'] >= 0) & (fields['confidence'] <= 1)).all()
+    assert node.alive()
+
+
+def test_bad_frame_is_reported_and_the_node_keeps_working(ros):
+    node, peer = ros
+    left, right, _ = plane_pair(CALIB, 4.0, seed=8)
+    small = right[:, :300].copy()
+    peer.publish_pair(left, small, CALIB, 3_000_000_000)        # right size differs
+    diag = peer.wait_for('/diagnostics', lambda m: any(
+        '300' in kv.value for s in m.status for kv in s.values if kv.key == 'last_fault'),
+        timeout_s=15, republish=lambda: peer.publish_pair(left, small, CALIB, 3_000_000_000))
+    assert diag.status[0].level in (DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
+    good = peer.wait_for('depth', stamp_is(4_000_000_000),
+                         republish=lambda: peer.publish_pair(left, right, CALIB, 4_000_000_000))
+    assert np.isfinite(conv.image_to_array(good)).mean() > 0.5
+    assert node.alive()
