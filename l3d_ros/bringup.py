@@ -49,7 +49,7 @@ def launch_nodes(params_file: Path, namespace: str = '', with_sim: bool = False)
 
 def add_arguments(parser) -> None:
     parser.add_argument('--config', type=Path, default=None,
-                        help='ROS 2 parameter file (default: the package config/lunar_stereo.yaml)')
+                        help='ROS 2 parameter file (default: config/lunar_stereo.yaml)')
     parser.add_argument('--namespace', default='', help='namespace of every node')
     parser.add_argument('--with-sim', action='store_true',
                         help='also start the simulator node that feeds the stereo topics')

@@ -69,7 +69,7 @@ class StereoCalib:
 
 
 def disparity_to_depth(disp_px: np.ndarray, fx: float, baseline_m: float) -> np.ndarray:
-    """Z = f B / d. disp_px: (H, W) [px]; non-positive or non-finite -> NaN. Returns float32 [m]."""
+    """Z = f B / d. disp_px: (H, W) [px]; non-positive or non-finite -> NaN. float32 [m]."""
     disp = np.asarray(disp_px, np.float32)
     with np.errstate(divide='ignore', invalid='ignore'):
         depth = np.float32(fx * baseline_m) / disp

@@ -74,8 +74,9 @@ class StereoNode(Node):
 
         self.worker = threading.Thread(target=self._work, name='l3d_worker', daemon=True)
         self.worker.start()
-        self.get_logger().info(f'backend {self.pipeline.active_backend}, sync {self.cfg.sync.mode}'
-                               f', inputs {"reliable" if self.cfg.qos.reliable else "best effort"}')
+        inputs = 'reliable' if self.cfg.qos.reliable else 'best effort'
+        self.get_logger().info(f'backend {self.pipeline.active_backend}, '
+                               f'sync {self.cfg.sync.mode}, inputs {inputs}')
         if self.last_fault:
             self.get_logger().error(self.last_fault)
 

@@ -25,8 +25,8 @@ def stamp_is(ns):
     return lambda m: conv.stamp_to_ns(m.header.stamp) == ns
 
 
-@pytest.mark.parametrize('depth_m, tilt_deg, stamp_ns', [(4.0, 0.0, 1_000_000_000),
-                                                          (5.0, 30.0, 2_000_000_000)])
+@pytest.mark.parametrize('depth_m, tilt_deg, stamp_ns',
+                         [(4.0, 0.0, 1_000_000_000), (5.0, 30.0, 2_000_000_000)])
 def test_depth_and_points_of_a_textured_plane(ros, depth_m, tilt_deg, stamp_ns):
     node, peer = ros
     left, right, truth = plane_pair(CALIB, depth_m, tilt_deg, seed=7)

@@ -1,4 +1,4 @@
-"""OpenCV semi-global block matching: the classical fallback and the baseline of every benchmark."""
+"""OpenCV semi-global block matching: the classical fallback and every benchmark's baseline."""
 import math
 
 import cv2
