@@ -1,0 +1,95 @@
+"""`l3d infer DATASET --out OUT`: depth, confidence and hazard of every pair folder.
+
+Writes OUT/<pair>/depth.npy (float32, NaN invalid), confidence.npy (float32 0..1) and
+hazard.npy (uint8 0 safe, 1 hazard, 255 unknown; INTERFACES.md sections 3 and 6), plus
+preview.png with --preview. Each pair is an independent scene: a fresh DEM per pair, the pose
+from pose.json when present, else nadir at the median depth. The per-frame hazard is
+l3d_ros.site.frame_hazard, the very function the node runs.
+"""
+import argparse
+from pathlib import Path
+import time
+
+import numpy as np
+
+from l3d_ros.backends import DepthResult, finalize, make_backend, to_gray01
+from l3d_ros.config import BACKENDS, load_node_config, StereoNodeConfig
+from l3d_ros.dataset import list_pairs, read_pair, StereoPair
+from l3d_ros.site import frame_hazard, FrameHazard
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_source_arguments(parser)
+    parser.add_argument('--out', type=Path, required=True, help='output folder')
+    parser.add_argument('--preview', action='store_true', help='also write preview.png')
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """DATASET, --backend, --config, --stride: shared with `l3d eval`."""
+    parser.add_argument('dataset', type=Path, help='folder of pair folders (INTERFACES.md 3)')
+    parser.add_argument('--backend', choices=BACKENDS, default=None,
+                        help='depth backend (default: the config file\'s); oracle = the '
+                             "pair's ground-truth depth.npy")
+    parser.add_argument('--config', type=Path, default=None,
+                        help='ROS parameter file (default: config/lunar_stereo.yaml)')
+    parser.add_argument('--stride', type=int, default=1,
+                        help='evaluate the hazard every STRIDE DEM cells (1 = every cell)')
+
+
+class DepthSource:
+    """A backend by name, or 'oracle' (the pair's ground truth, confidence 1 where finite)."""
+
+    def __init__(self, name: str, cfg: StereoNodeConfig):
+        self.name, self.cfg = name, cfg
+        self.backend = None if name == 'oracle' else make_backend(name, cfg)
+
+    def depth(self, pair: StereoPair, left01: np.ndarray,
+              right01: np.ndarray) -> tuple[DepthResult, float]:
+        """(result after the node's validity rules, seconds spent computing the depth)."""
+        t0 = time.perf_counter()
+        if self.backend is None:
+            if pair.depth_m is None:
+                raise FileNotFoundError(f'pair {pair.name!r}: backend oracle needs depth.npy')
+            depth = pair.depth_m
+            conf = np.isfinite(depth).astype(np.float32)
+        else:
+            raw = self.backend.compute(left01, right01, pair.calib)
+            depth, conf = raw.depth_m, raw.confidence
+        elapsed = time.perf_counter() - t0
+        c = self.cfg
+        return finalize(depth, conf, pair.calib, c.depth_min_m, c.depth_max_m,
+                        c.confidence_min), elapsed
+
+
+def process_pair(pair: StereoPair, source: DepthSource, stride: int = 1
+                 ) -> tuple[DepthResult, FrameHazard, float, np.ndarray]:
+    """One pair -> (depth result, frame hazard, depth seconds, left image in [0, 1])."""
+    left01, right01 = to_gray01(pair.left), to_gray01(pair.right)
+    result, seconds = source.depth(pair, left01, right01)
+    frame = frame_hazard(result, pair.calib, pair.R_world_cam, pair.t_world_cam,
+                         source.cfg.hazard, stride=stride)
+    return result, frame, seconds, left01
+
+
+def node_config(path: Path | None, backend: str | None) -> tuple[StereoNodeConfig, str]:
+    cfg = load_node_config(path)
+    return cfg, backend or cfg.backend
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, backend = node_config(args.config, args.backend)
+    source = DepthSource(backend, cfg)
+    pairs = list_pairs(args.dataset)
+    for folder in pairs:
+        pair = read_pair(folder)                # pose.json is read with the truth
+        result, frame, _, left01 = process_pair(pair, source, args.stride)
+        out = args.out / folder.name
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / 'depth.npy', result.depth_m.astype(np.float32))
+        np.save(out / 'confidence.npy', result.confidence.astype(np.float32))
+        np.save(out / 'hazard.npy', frame.pixel_hazard.astype(np.uint8))
+        if args.preview:
+            from l3d_ros.preview import write_overlay
+            write_overlay(out / 'preview.png', left01, frame, pair.calib)
+    print(f'l3d infer: {len(pairs)} pairs -> {args.out} (backend {backend})')
+    return 0

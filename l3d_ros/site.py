@@ -1,0 +1,106 @@
+"""Safe landing site on the hazard layers, and the one per-frame pipeline (pure numpy/opencv).
+
+`frame_hazard` is what both `l3d infer` and the ROS node run on a depth frame, so the node
+publishes exactly the hazard map that `l3d infer` writes.
+"""
+from dataclasses import dataclass
+import math
+
+import cv2
+import numpy as np
+
+from l3d_ros.backends.base import DepthResult
+from l3d_ros.config import HazardConfig
+from l3d_ros.dataset import HAZARD_SAFE
+from l3d_ros.dem import DemFusion, points_sigma
+from l3d_ros.geometry import backproject, nadir_pose, StereoCalib, transform_points
+from l3d_ros.hazard import hazard_from_dem, hazard_to_occupancy, HazardLayers, pixel_hazard
+
+
+@dataclass(frozen=True)
+class SafeSite:
+    xy_m: np.ndarray            # (2,) site in `map` [m]
+    height_m: float             # terrain height there (the disc plane's) [m]
+    clearance_m: float          # distance to the nearest not-safe (hazard or unknown) cell [m]
+    score: float                # min(clearance, footprint) - w * footprint * divert / divert_max
+
+
+def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
+                     target_xy_m: np.ndarray) -> SafeSite | None:
+    """Best safe landing site within `cfg.divert_max_m` of `target_xy_m` (map, [m]), or None.
+
+    A cell qualifies when every cell centre within footprint_m / 2 of it is safe; cells outside
+    the grid count as unknown, hence never safe. Clearance (distance to the nearest not-safe
+    cell, from an exact Euclidean distance transform) is capped at footprint_m: beyond one
+    footprint of margin, more clearance is not worth flying further. Score = min(clearance,
+    footprint) - clearance_weight * footprint * divert / divert_max_m; the highest wins.
+    """
+    target = np.asarray(target_xy_m, np.float64).reshape(2)
+    safe = np.pad((layers.hazard == HAZARD_SAFE).astype(np.uint8), 1)      # border: unknown
+    dist_cells = cv2.distanceTransform(safe, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    clearance = dist_cells.astype(np.float64) * layers.grid.cell_m
+    rows, cols = np.mgrid[0:layers.hazard.shape[0], 0:layers.hazard.shape[1]]
+    x, y = layers.grid.cell_centre(rows, cols)
+    divert = np.hypot(x - target[0], y - target[1])
+    ok = (clearance > cfg.footprint_m / 2) & (divert <= cfg.divert_max_m)
+    if not ok.any():
+        return None
+    scale = cfg.clearance_weight * cfg.footprint_m / max(cfg.divert_max_m, layers.grid.cell_m)
+    score = np.where(ok, np.minimum(clearance, cfg.footprint_m) - scale * divert, -np.inf)
+    i, j = np.unravel_index(int(np.argmax(score)), score.shape)
+    return SafeSite(np.array([x[i, j], y[i, j]]), float(layers.height_m[i, j]),
+                    float(clearance[i, j]), float(score[i, j]))
+
+
+@dataclass(frozen=True)
+class FrameHazard:
+    """Everything the hazard pipeline derives from one depth frame."""
+
+    points_map: np.ndarray      # (H, W, 3) float32 ground points in `map` [m], NaN unknown
+    layers: HazardLayers        # on the block of DEM cells this frame touched
+    occupancy: np.ndarray       # (h, w) int8, hazard_to_occupancy(layers)
+    pixel_hazard: np.ndarray    # (H, W) uint8 per left pixel: 0 safe, 1 hazard, 255 unknown
+    site: SafeSite | None
+    R_world_cam: np.ndarray     # (3, 3) pose used (given, or nadir at the median depth)
+    t_world_cam: np.ndarray     # (3,)
+
+
+def frame_hazard(result: DepthResult, calib: StereoCalib,
+                 R_world_cam: np.ndarray | None,  # noqa: N803
+                 t_world_cam: np.ndarray | None, cfg: HazardConfig,
+                 fusion: DemFusion | None = None, target_xy_m: np.ndarray | None = None,
+                 stride: int = 1) -> FrameHazard:
+    """Depth frame -> points in `map` -> fused DEM -> hazard layers, pixel hazard, safe site.
+
+    R_world_cam, t_world_cam: left optical frame in `map`; None -> nadir at the median depth
+    (INTERFACES.md section 5). fusion: the descent-long map to fuse into (None: a fresh one
+    centred on this frame, as for independent pairs). Hazard is evaluated on the block of DEM
+    cells this frame touched, grown by footprint/2 so the discs of its edge cells see older
+    terrain, at every `stride`-th cell (see hazard_from_dem). target_xy_m: nominal landing
+    point [m] (None: the camera's ground track (t_x, t_y)).
+    """
+    depth = result.depth_m
+    if R_world_cam is None:
+        finite = np.isfinite(depth)
+        altitude = float(np.median(depth[finite])) if finite.any() else 0.0
+        R_world_cam, t_world_cam = nadir_pose(altitude)  # noqa: N806
+    R = np.asarray(R_world_cam, np.float64)  # noqa: N806
+    t = np.asarray(t_world_cam, np.float64).reshape(3)
+    points = transform_points(backproject(depth, calib), R, t)
+    sigma = points_sigma(depth, calib, cfg, R, result.confidence)
+    fusion = fusion if fusion is not None else DemFusion(cfg)
+    fusion.add_points(points, sigma)
+    target = t[:2] if target_xy_m is None else np.asarray(target_xy_m, np.float64)
+    if fusion.last_cells is None:                         # nothing landed in the map
+        empty = np.full((1, 1), np.nan, np.float32)
+        layers = hazard_from_dem(empty, cfg.cell_m, cfg, origin_xy_m=(0.0, 0.0))
+    else:
+        grow = int(math.ceil(cfg.footprint_m / 2 / cfg.cell_m))
+        r0, r1, c0, c1 = fusion.last_cells
+        cells = (r0 - grow, r1 + grow, c0 - grow, c1 + grow)
+        dem_m, sigma_m = fusion.dem(cells)
+        layers = hazard_from_dem(dem_m, cfg.cell_m, cfg, sigma_m=sigma_m, stride=stride,
+                                 origin_xy_m=fusion.sub_grid(cells).origin_xy_m)
+    return FrameHazard(points, layers, hazard_to_occupancy(layers),
+                       pixel_hazard(points, layers), select_safe_site(layers, cfg, target),
+                       R, t)
