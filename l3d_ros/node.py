@@ -19,6 +19,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
 from l3d_ros import msg as conv
@@ -27,6 +28,7 @@ from l3d_ros.pipeline import StereoPipeline
 from l3d_ros.sync import LatestSlot, StereoSynchronizer
 
 LATENCY_WINDOW = 200   # frames kept for the latency statistics on /diagnostics
+MAP_FRAME = 'map'
 
 
 class StereoNode(Node):
@@ -133,7 +135,7 @@ class StereoNode(Node):
         calib = conv.camera_infos_to_calib(pair.left_info, pair.right_info)
         left, right = conv.image_to_array(pair.left), conv.image_to_array(pair.right)
         t1 = time.perf_counter()
-        out = self.pipeline.process(left, right, calib)
+        out = self.pipeline.process(left, right, calib, pose)
         for text in out.faults:
             self._fault(text)
         header = pair.left.header
@@ -147,10 +149,22 @@ class StereoNode(Node):
         if self.cfg.publish_points:
             self.pub_points.publish(conv.points_to_pointcloud2(
                 out.points_m, out.intensity, res.confidence, header))
+        self._publish_hazard(out.hazard, header)
         t2 = time.perf_counter()
         self.frames += 1
         self.latency_ms.append(1e3 * (t2 - t0))
         self.stage_ms = dict(out.timings_ms, convert=1e3 * (t1 - t0))
+
+    def _publish_hazard(self, hazard, header) -> None:
+        """hazard_map on the DEM block this frame touched; safe_site only when one is safe."""
+        map_header = Header(stamp=header.stamp, frame_id=MAP_FRAME)
+        grid = hazard.layers.grid
+        self.pub_hazard.publish(conv.to_occupancy_grid(hazard.occupancy, grid.cell_m,
+                                                       grid.origin_xy_m, map_header))
+        if hazard.site is not None:
+            x, y = hazard.site.xy_m
+            self.pub_site.publish(conv.rt_to_pose_stamped(
+                np.eye(3), np.array([x, y, hazard.site.height_m]), map_header))
 
     # -- diagnostics --------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

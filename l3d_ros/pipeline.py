@@ -1,4 +1,4 @@
-"""One stereo frame through the perception chain, without ROS: images -> depth -> points.
+"""One stereo frame through the perception chain, without ROS: images -> depth -> hazard.
 
 The node owns transport; this owns the algorithm order, the backend fallback and the stage
 timings, so that `l3d bench`, `l3d infer` and the node run exactly the same code.
@@ -10,7 +10,9 @@ import numpy as np
 
 from l3d_ros.backends import DepthBackend, DepthResult, finalize, make_backend, to_gray01
 from l3d_ros.config import StereoNodeConfig
+from l3d_ros.dem import DemFusion
 from l3d_ros.geometry import backproject, StereoCalib
+from l3d_ros.site import frame_hazard, FrameHazard
 
 RETRY_PRIMARY_EVERY = 30   # frames on the fallback between two attempts to restore the primary
 
@@ -21,6 +23,7 @@ class FrameOutput:
 
     result: DepthResult
     points_m: np.ndarray          # (H, W, 3) left optical frame, NaN invalid
+    hazard: FrameHazard           # map-frame points, hazard layers, occupancy, safe site
     intensity: np.ndarray         # (H, W) left grey level in [0, 1]
     backend: str                  # the backend that produced this frame
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -37,6 +40,7 @@ class StereoPipeline:
         self.init_fault = ''
         self.missed = 0
         self.on_fallback_frames = 0
+        self.fusion = DemFusion(cfg.hazard)   # descent-long map while camera poses arrive
         if cfg.backend != 'sgbm':
             try:
                 self.primary = make_backend(cfg.backend, cfg)
@@ -70,8 +74,16 @@ class StereoPipeline:
             self.on_fallback_frames += 1
         return self.fallback.compute(left01, right01, calib), self.fallback.name
 
-    def process(self, left: np.ndarray, right: np.ndarray, calib: StereoCalib) -> FrameOutput:
-        """left, right: decoded images (uint8/uint16/float, grey or RGB) of one rectified pair."""
+    def process(self, left: np.ndarray, right: np.ndarray, calib: StereoCalib,
+                pose: tuple[np.ndarray, np.ndarray] | None = None,
+                target_xy_m: np.ndarray | None = None) -> FrameOutput:
+        """One rectified pair -> depth, points, hazard and safe site.
+
+        left, right: decoded images (uint8/uint16/float, grey or RGB). pose: (R_world_cam,
+        t_world_cam) of the left optical frame in `map`; with poses, frames fuse into one
+        descent-long DEM; without, each frame is judged alone under the nadir assumption.
+        target_xy_m: nominal landing point in `map` (None: below the camera).
+        """
         if left.shape[:2] != right.shape[:2]:
             raise ValueError(f'left image {left.shape[:2]} and right image {right.shape[:2]}: '
                              'expected the same size')
@@ -86,8 +98,24 @@ class StereoPipeline:
         result = finalize(raw.depth_m, raw.confidence, calib, self.cfg.depth_min_m,
                           self.cfg.depth_max_m, self.cfg.confidence_min)
         t2 = time.perf_counter()
-        points = backproject(result.depth_m, calib)
+        points_cam = backproject(result.depth_m, calib)
         t3 = time.perf_counter()
-        timings = {'normalise': t1 - t0, 'inference': t2 - t1, 'geometry': t3 - t2}
-        return FrameOutput(result, points, left01, name,
+        hazard = self._hazard(result, calib, pose, target_xy_m)
+        t4 = time.perf_counter()
+        timings = {'normalise': t1 - t0, 'inference': t2 - t1, 'geometry': t3 - t2,
+                   'hazard': t4 - t3}
+        return FrameOutput(result, points_cam, hazard, left01, name,
                            {k: 1e3 * v for k, v in timings.items()}, faults)
+
+    def _hazard(self, result, calib, pose, target_xy_m) -> FrameHazard:
+        if pose is None:              # no pose, no fusion: this frame alone, nadir assumed
+            return frame_hazard(result, calib, None, None, self.cfg.hazard, None, target_xy_m)
+        dropped = self.fusion.dropped
+        hazard = frame_hazard(result, calib, pose[0], pose[1], self.cfg.hazard, self.fusion,
+                              target_xy_m)
+        if self.fusion.dropped - dropped > 0.5 * np.isfinite(result.depth_m).sum():
+            # the view left the map (a new descent, a long divert): start a map around it
+            self.fusion = DemFusion(self.cfg.hazard)
+            hazard = frame_hazard(result, calib, pose[0], pose[1], self.cfg.hazard,
+                                  self.fusion, target_xy_m)
+        return hazard

@@ -1,4 +1,6 @@
 """End to end over real DDS: a separate process runs l3d_stereo; this test is its camera."""
+import time
+
 from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
 import pytest
@@ -14,7 +16,10 @@ CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
 
 @pytest.fixture(scope='module')
 def ros(tmp_path_factory):
-    params = write_params(tmp_path_factory.mktemp('params'), depth_min_m=2.0, depth_max_m=50.0)
+    # a 3 m wide view: a 0.5 m "footprint" so the hazard disc fits many times in it
+    params = write_params(tmp_path_factory.mktemp('params'), depth_min_m=2.0, depth_max_m=50.0,
+                          hazard={'footprint_m': 0.5, 'cell_m': 0.05, 'map_size_m': 20.0,
+                                  'roughness_max_m': 0.05, 'divert_max_m': 5.0})
     node, peer = RunningNode(params), Peer()
     yield node, peer
     peer.close()
@@ -66,3 +71,28 @@ def test_bad_frame_is_reported_and_the_node_keeps_working(ros):
                          republish=lambda: peer.publish_pair(left, right, CALIB, 4_000_000_000))
     assert np.isfinite(conv.image_to_array(good)).mean() > 0.5
     assert node.alive()
+
+
+@pytest.mark.parametrize('tilt_deg, stamp_ns, safe', [(0.0, 5_000_000_000, True),
+                                                      (30.0, 6_000_000_000, False)])
+def test_hazard_map_and_safe_site(ros, tilt_deg, stamp_ns, safe):
+    """Nadir view (no camera_pose): a level plane is safe ground, a 30 deg one is a hazard."""
+    _, peer = ros
+    left, right, _ = plane_pair(CALIB, 4.0, tilt_deg, seed=9)
+    grid = peer.wait_for('hazard_map', stamp_is(stamp_ns), republish=lambda: peer.publish_pair(
+        left, right, CALIB, stamp_ns))
+    assert grid.header.frame_id == 'map'
+    values, cell_m, _ = conv.occupancy_grid_to_array(grid)
+    assert cell_m == pytest.approx(0.05)
+    known = values[values >= 0]
+    assert known.size > 100
+    if safe:
+        assert (known < 50).mean() > 0.8                 # 0..49: safe, graded by margin
+        site = peer.wait_for('safe_site', stamp_is(stamp_ns))
+        assert site.header.frame_id == 'map'
+    else:
+        assert (known == 100).mean() > 0.95
+        peer.wait_for('depth', stamp_is(stamp_ns))          # the frame is fully processed
+        time.sleep(0.5)
+        with peer.lock:
+            assert not [m for m in peer.received['safe_site'] if stamp_is(stamp_ns)(m)]
