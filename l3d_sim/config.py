@@ -45,12 +45,12 @@ class TerrainConfig:
     cell_m: float = 0.10                # DEM spacing [m]; <= 0.10 resolves 0.30 m rocks
     roughness_1m_m: float = 0.04        # RMS height difference at 1 m lag [m] (fBm)
     hurst: float = 0.85                 # fBm Hurst exponent, (0, 1): lag^H scaling
-    crater_density_per_ha: float = 120.0  # craters with D >= crater_min_diameter_m per 10^4 m^2
+    crater_density_per_ha: float = 200.0  # craters with D >= crater_min_diameter_m per 10^4 m^2
     crater_min_diameter_m: float = 1.0
     crater_max_diameter_m: float = 80.0
     crater_exponent: float = 2.0        # cumulative N(>=D) ~ D^-b (b ~ 2: equilibrium)
-    crater_fresh_fraction: float = 0.25  # fresh (d/D 0.2, sharp rim) vs degraded (d/D < 0.1)
-    boulder_density_per_m2: float = 0.05  # boulders with D >= boulder_min_diameter_m per m^2
+    crater_fresh_fraction: float = 0.35  # fresh (d/D 0.2, sharp rim) vs degraded (d/D < 0.1)
+    boulder_density_per_m2: float = 0.20  # boulders with D >= boulder_min_diameter_m per m^2
     boulder_min_diameter_m: float = 0.10
     boulder_max_diameter_m: float = 3.0
     boulder_exponent: float = 2.5       # cumulative N(>=D) ~ D^-b

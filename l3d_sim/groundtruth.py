@@ -1,0 +1,90 @@
+"""Ground-truth hazard of a rendered left view (INTERFACES.md section 4), from the true DEM.
+
+The hazard is the node's own `l3d_ros.hazard.hazard_from_dem` with the node's `HazardConfig`
+(the `l3d_stereo.hazard` section of the same parameter file), evaluated on the DEM crop the
+camera sees, resampled to `hazard.cell_m`; each left pixel takes the hazard of the cell holding
+the ground point its ray hit. Pixels that see no terrain, or whose cell is too near the crop edge
+to judge, are 255 (unknown).
+"""
+from dataclasses import dataclass
+import math
+from pathlib import Path
+
+import numpy as np
+
+from l3d_ros.config import HazardConfig, load_node_config
+from l3d_ros.hazard import hazard_from_dem, HazardLayers, pixel_hazard
+from l3d_sim.terrain import Terrain
+
+
+@dataclass(frozen=True)
+class DemCrop:
+    """A height grid in `map` (cell-centre convention of `l3d_sim.terrain`)."""
+
+    height_m: np.ndarray                # (H, W) float32 [m]
+    cell_m: float
+    origin_xy_m: tuple[float, float]    # lower-left corner of cell (0, 0) [m]
+
+
+def node_hazard_config(path: Path | None = None) -> HazardConfig:
+    """The perception node's hazard parameters (`l3d_stereo.hazard`), the one definition."""
+    return load_node_config(path).hazard
+
+
+def crop_dem(terrain: Terrain, x_range_m: tuple[float, float], y_range_m: tuple[float, float],
+             cell_m: float) -> DemCrop:
+    """Terrain over a map rectangle (clipped to the terrain) resampled to `cell_m`.
+
+    An integer ratio cell_m / terrain.cell_m averages whole blocks of terrain cells (the crop
+    starts on a block boundary); any other ratio samples the bilinear surface at cell centres.
+    """
+    ox, oy = terrain.origin_xy_m
+    n, m = terrain.height_m.shape
+    ratio = cell_m / terrain.cell_m
+    k = round(ratio)
+    if k >= 1 and abs(ratio - k) < 1e-6:
+        j0 = max(0, math.floor((x_range_m[0] - ox) / terrain.cell_m))
+        i0 = max(0, math.floor((y_range_m[0] - oy) / terrain.cell_m))
+        j1 = min(m, math.ceil((x_range_m[1] - ox) / terrain.cell_m))
+        i1 = min(n, math.ceil((y_range_m[1] - oy) / terrain.cell_m))
+        rows, cols = (i1 - i0) // k, (j1 - j0) // k
+        if rows < 1 or cols < 1:
+            raise ValueError(f'crop x={x_range_m}, y={y_range_m}: expected an overlap of at '
+                             f'least one {cell_m} m cell with the terrain')
+        block = terrain.height_m[i0:i0 + rows * k, j0:j0 + cols * k]
+        dem = block.reshape(rows, k, cols, k).mean(axis=(1, 3), dtype=np.float64)
+        return DemCrop(dem.astype(np.float32), float(cell_m),
+                       (ox + j0 * terrain.cell_m, oy + i0 * terrain.cell_m))
+    x0 = max(x_range_m[0], ox)
+    y0 = max(y_range_m[0], oy)
+    cols = int((min(x_range_m[1], ox + m * terrain.cell_m) - x0) // cell_m)
+    rows = int((min(y_range_m[1], oy + n * terrain.cell_m) - y0) // cell_m)
+    if rows < 1 or cols < 1:
+        raise ValueError(f'crop x={x_range_m}, y={y_range_m}: no overlap with the terrain')
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    dem = terrain.height_at(x0 + (xx + 0.5) * cell_m, y0 + (yy + 0.5) * cell_m)
+    return DemCrop(dem.astype(np.float32), float(cell_m), (x0, y0))
+
+
+def view_hazard_layers(terrain: Terrain, points_world_m: np.ndarray,
+                       cfg: HazardConfig) -> tuple[DemCrop, HazardLayers]:
+    """Hazard layers over the ground seen by a view (plus a footprint margin)."""
+    xy = points_world_m[..., :2].reshape(-1, 2)
+    xy = xy[np.isfinite(xy).all(axis=1)]
+    if not len(xy):
+        raise ValueError('points_world_m: no finite ground point; the view sees no terrain')
+    margin = cfg.footprint_m / 2 + 2 * cfg.cell_m
+    lo, hi = xy.min(axis=0) - margin, xy.max(axis=0) + margin
+    crop = crop_dem(terrain, (lo[0], hi[0]), (lo[1], hi[1]), cfg.cell_m)
+    return crop, hazard_from_dem(crop.height_m, crop.cell_m, cfg, origin_xy_m=crop.origin_xy_m)
+
+
+def ground_truth_hazard(terrain: Terrain, points_world_m: np.ndarray,
+                        cfg: HazardConfig) -> np.ndarray:
+    """(H, W) uint8 ground-truth hazard of the left view from its (H, W, 3) map points [m]."""
+    _, layers = view_hazard_layers(terrain, points_world_m, cfg)
+    return pixel_hazard(points_world_m, layers)
+
+
+__all__ = ['DemCrop', 'node_hazard_config', 'crop_dem', 'view_hazard_layers',
+           'ground_truth_hazard']
