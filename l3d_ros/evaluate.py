@@ -125,5 +125,5 @@ def run(args: argparse.Namespace) -> int:
     args.json.write_text(json.dumps(_nan_to_none(metrics), indent=2) + '\n')
     if args.md:
         args.md.write_text(to_markdown(metrics))
-    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
+    print(json.dumps(_nan_to_none({k: v for k, v in metrics.items() if not isinstance(v, dict)})))
     return 0

@@ -116,3 +116,73 @@ def test_stride_gives_the_same_values_on_its_cells():
     np.testing.assert_allclose(coarse.roughness_m, full.roughness_m[::3, ::3], equal_nan=True)
     x, y = coarse.grid.cell_centre(np.array(2), np.array(5))
     assert (x, y) == pytest.approx(full.grid.cell_centre(np.array(6), np.array(15)))
+
+
+def test_fusing_two_noisy_frames_lowers_sigma_and_error():
+    from l3d_ros.dem import DemFusion
+    cfg = HazardConfig(map_size_m=20.0)
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:200, 0:200] * 0.05 - 5.0                  # points every 0.05 m
+    truth = 0.1 * x
+    fusion = DemFusion(cfg, origin_xy_m=(0.0, 0.0))
+    errors, sigmas = [], []
+    for _ in range(2):
+        z = truth + rng.normal(0, 0.2, truth.shape)
+        fusion.add_points(np.stack([x, y, z], -1), np.full(truth.shape, 0.2))
+        h, s = fusion.dem(fusion.last_cells)
+        sigmas.append(np.nanmedian(s))
+        errors.append(np.nanstd(h - fusion_truth(fusion, 0.1)))
+    assert sigmas[1] == pytest.approx(sigmas[0] / math.sqrt(2), rel=1e-3)
+    assert errors[1] < errors[0]
+    assert sigmas[0] == pytest.approx(0.2 / 4, rel=1e-3)          # 16 points per 0.2 m cell
+    fusion.add_points(np.array([[100.0, 0.0, 0.0]]), np.array([0.1]))
+    assert fusion.dropped == 1
+
+
+def fusion_truth(fusion, gradient):
+    h, _ = fusion.dem(fusion.last_cells)
+    grid = fusion.sub_grid(fusion.last_cells)
+    x, _ = grid.cell_centre(*np.mgrid[0:h.shape[0], 0:h.shape[1]])
+    return gradient * x
+
+
+def test_points_sigma_is_stereo_sigma_at_nadir_and_grows_with_low_confidence():
+    from l3d_ros.dem import points_sigma
+    from l3d_ros.geometry import depth_sigma_m, nadir_pose, StereoCalib
+    calib = StereoCalib(700.0, 700.0, 31.5, 23.5, 2.0, 64, 48)
+    depth = np.full((48, 64), 30.0, np.float32)
+    R, _ = nadir_pose(30.0)
+    sig = points_sigma(depth, calib, CFG, R)
+    expected = depth_sigma_m(depth, 700.0, 2.0, CFG.disparity_sigma_px)
+    assert sig[23, 31] == pytest.approx(expected[23, 31], rel=1e-3)
+    low = points_sigma(depth, calib, CFG, R, confidence=np.full_like(depth, 0.5))
+    np.testing.assert_allclose(low, 2 * sig, rtol=1e-5)
+
+
+def test_safe_site_never_in_or_near_a_hole():
+    from l3d_ros.site import select_safe_site
+    dem = np.zeros((100, 100), np.float32)
+    dem[40:60, 40:60] = np.nan                                     # hole around the target
+    layers = hazard_from_dem(dem, CFG.cell_m, CFG)
+    target = np.array([10.0, 10.0])                                # the hole's centre
+    site = select_safe_site(layers, CFG, target)
+    assert site is not None
+    hole_x = np.clip(site.xy_m[0], 8.0, 12.0)
+    hole_y = np.clip(site.xy_m[1], 8.0, 12.0)
+    assert math.hypot(site.xy_m[0] - hole_x, site.xy_m[1] - hole_y) > CFG.footprint_m / 2
+    assert site.clearance_m > CFG.footprint_m / 2
+    row, col = layers.grid.cell_index(np.array(site.xy_m[0]), np.array(site.xy_m[1]))
+    r = int(math.ceil(CFG.footprint_m / 2 / CFG.cell_m))
+    assert (layers.hazard[row - r:row + r + 1, col - r:col + r + 1] != 255).all()
+    none = select_safe_site(layers, HazardConfig(divert_max_m=1.0), target)
+    assert none is None
+
+
+def test_occupancy_and_pixel_lookup():
+    from l3d_ros.hazard import hazard_to_occupancy, pixel_hazard
+    dem = _flat_with_bump(0.5)
+    layers = hazard_from_dem(dem, CFG.cell_m, CFG, origin_xy_m=(-6.0, -6.0))
+    occ = hazard_to_occupancy(layers)
+    assert occ[30, 30] == 100 and occ[0, 0] == -1 and 0 <= occ[30, 55 - 8] < 50
+    pts = np.array([[[0.1, 0.1, 0.0], [np.nan, 0.0, 0.0], [50.0, 0.0, 0.0]]], np.float32)
+    np.testing.assert_array_equal(pixel_hazard(pts, layers), [[1, 255, 255]])

@@ -1,0 +1,92 @@
+"""`l3d infer` / `l3d eval`: metric definitions (INTERFACES.md section 6) and an oracle run."""
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from l3d_ros import evaluate, infer
+from l3d_ros.dataset import StereoPair, write_pair
+from l3d_ros.evaluate import DepthCounts, HazardCounts
+from l3d_ros.geometry import StereoCalib
+
+NAN = np.nan
+
+
+def test_depth_metrics_by_hand():
+    gt = np.array([[10.0, 20.0, NAN, 40.0, 50.0]])
+    pred = np.array([[11.0, 20.0, 5.0, NAN, 100.0]])
+    c = DepthCounts()
+    c.add(pred, gt)
+    m = c.metrics()
+    # scored: (11, 10), (20, 20), (100, 50): abs_rel (0.1 + 0 + 1) / 3
+    assert m['abs_rel'] == pytest.approx(1.1 / 3)
+    assert m['rmse_m'] == pytest.approx(np.sqrt((1 + 0 + 2500) / 3))
+    assert m['delta_1_25'] == pytest.approx(2 / 3)
+    assert m['completeness'] == pytest.approx(3 / 4)
+
+
+def test_depth_metrics_accumulate_over_pixels_not_pairs():
+    c = DepthCounts()
+    c.add(np.array([2.0]), np.array([1.0]))                  # abs_rel 1 on one pixel
+    c.add(np.full(3, 1.0), np.full(3, 1.0))                  # 0 on three pixels
+    assert c.metrics()['abs_rel'] == pytest.approx(0.25)
+
+
+def test_hazard_metrics_by_hand():
+    gt = np.array([1, 1, 0, 0, 1, 255, 0], np.uint8)
+    pred = np.array([1, 255, 1, 0, 0, 1, 255], np.uint8)     # 255 predicted = hazard
+    c = HazardCounts()
+    c.add(pred, gt)
+    assert (c.tp, c.fp, c.fn, c.tn) == (2, 2, 1, 1)
+    m = c.metrics()
+    assert m['hazard_precision'] == pytest.approx(0.5)
+    assert m['hazard_recall'] == pytest.approx(2 / 3)
+    assert m['hazard_f1'] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+
+
+def _write_dataset(root, n=2):
+    """Nadir pairs (the sim's fx, B) over flat ground 30 m below with a 1 m high block."""
+    calib = StereoCalib(700.0, 700.0, 127.5, 127.5, 2.0, 256, 256)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        depth = np.full((256, 256), 30.0, np.float32)
+        depth[120:140, 120:140] = 29.0                              # ~0.9 m block
+        img = rng.integers(0, 255, (256, 256), dtype=np.uint8)
+        write_pair(root / f'pair_{i}', StereoPair(f'pair_{i}', img, img, calib, depth,
+                                                  np.zeros((256, 256), np.uint8)))
+    return calib
+
+
+def test_infer_oracle_writes_the_contract_files(tmp_path):
+    _write_dataset(tmp_path / 'data')
+    args = argparse.Namespace(dataset=tmp_path / 'data', out=tmp_path / 'out', backend='oracle',
+                              config=None, stride=1, preview=True)
+    assert infer.run(args) == 0
+    for name in ('pair_0', 'pair_1'):
+        out = tmp_path / 'out' / name
+        depth, haz = np.load(out / 'depth.npy'), np.load(out / 'hazard.npy')
+        conf = np.load(out / 'confidence.npy')
+        assert depth.dtype == np.float32 and haz.dtype == np.uint8 and depth.shape == (256, 256)
+        assert conf.dtype == np.float32 and conf.max() <= 1.0
+        assert haz[130, 130] == 1                                   # on the block
+        assert haz[60, 60] == 0                                     # 3.6 m from it: safe
+        assert haz[5, 5] == 255                                     # disc off the swath
+        assert set(np.unique(haz)) <= {0, 1, 255}
+        assert (out / 'preview.png').is_file()
+
+
+def test_eval_oracle_json(tmp_path):
+    _write_dataset(tmp_path / 'data')
+    args = argparse.Namespace(dataset=tmp_path / 'data', backend='oracle', config=None,
+                              stride=2, json=tmp_path / 'm.json', md=tmp_path / 'm.md')
+    assert evaluate.run(args) == 0
+    m = json.loads((tmp_path / 'm.json').read_text())
+    for key in ('n_pairs', 'backend', 'model', 'abs_rel', 'rmse_m', 'delta_1_25',
+                'completeness', 'hazard_precision', 'hazard_recall', 'latency_ms_median',
+                'latency_ms_p95', 'hazard_f1'):
+        assert key in m
+    assert m['n_pairs'] == 2 and m['backend'] == 'oracle'
+    assert m['abs_rel'] == 0.0 and m['completeness'] == 1.0 and m['delta_1_25'] == 1.0
+    assert m['hazard_precision'] == 0.0     # truth says all safe: every positive is false
+    assert '| n_pairs | 2 |' in (tmp_path / 'm.md').read_text()
