@@ -161,9 +161,10 @@ def ray_cast(terrain: Terrain, origin_m: np.ndarray, dirs: np.ndarray) -> np.nda
     drow, dcol = (d[idx, 1] * inv_cell).astype(f32), (d[idx, 0] * inv_cell).astype(f32)
     dz = d[idx, 2].astype(f32)
     t = np.maximum(f32(0), f32(height.max()) / dz)
+    t_above = t.copy()                                           # last t seen above the surface
     rate = -dz + f32(LIPSCHITZ * terrain.cell_m) * np.hypot(drow, dcol)
     near_m = f32(2 * terrain.cell_m)
-    below = []
+    ray = (height, row_c, col_c)
     for _ in range(MAX_STEPS):
         if not len(idx):
             break
@@ -171,37 +172,42 @@ def ray_cast(terrain: Terrain, origin_m: np.ndarray, dirs: np.ndarray) -> np.nda
         gap = t * dz - h
         done = inside & (np.abs(gap) < GAP_TOL_M)
         out[idx[done]] = t[done]
-        deep = inside & (gap < -near_m)          # went through a steep flank: bracket it
-        if deep.any():
-            below.append((idx[deep], t[deep], drow[deep], dcol[deep], dz[deep]))
+        under = inside & (gap <= -GAP_TOL_M)                     # crossed: bracket it
+        if under.any():
+            out[idx[under]] = _first_crossing(ray, drow[under], dcol[under], dz[under],
+                                              t_above[under], t[under], near_m)
         slope = dz - (h_row * drow + h_col * dcol)               # d gap / d t on this patch
         safe = t + gap / rate
         newton = t - gap / np.minimum(slope, f32(-1e-6))
         near = (gap < near_m) & (slope < 0)
         t_next = np.where(near, np.minimum(newton, 4 * safe - 3 * t), safe)
-        keep = np.flatnonzero(inside & ~done & ~deep)
+        keep = np.flatnonzero(inside & ~done & ~under)
         idx, drow, dcol, dz, rate = idx[keep], drow[keep], dcol[keep], dz[keep], rate[keep]
-        t = t_next[keep]
-    for b_idx, t_hi, b_row, b_col, b_z in below:                 # march back up, finely
-        out[b_idx] = _bisect(height, row_c, col_c, b_row, b_col, b_z, t_hi, near_m)
+        t_above, t = t[keep], t_next[keep]
     return out
 
 
-def _bisect(height, row_c, col_c, drow, dcol, dz, t_hi, near_m):
-    """First crossing before t_hi (below the surface): back off, then bisect a bracket."""
-    step = near_m / -dz                                          # t per near_m of drop
-    t_lo = t_hi - step
-    for _ in range(MAX_STEPS):                                   # back off until above
-        h = _patch(height, row_c + t_lo * drow, col_c + t_lo * dcol)[0]
-        under = (t_lo * dz - h) < 0
-        if not under.any():
+def _first_crossing(ray, drow, dcol, dz, t_lo, t_hi, near_m):
+    """Crossing in (t_lo above, t_hi below): the first one, by fine march then bisection."""
+    height, row_c, col_c = ray
+
+    def gap(t):
+        return t * dz - _patch(height, row_c + t * drow, col_c + t * dcol)[0]
+
+    step = np.minimum(0.25 * near_m / -dz, t_hi - t_lo)          # <= cell_m / 2 of drop
+    probe = t_lo.copy()
+    active = np.ones(len(dz), bool)
+    for _ in range(MAX_STEPS):                                   # march until first below
+        probe = np.where(active, np.minimum(probe + step, t_hi), probe)
+        below = gap(probe) < 0
+        t_hi = np.where(active & below, probe, t_hi)
+        t_lo = np.where(active & ~below, probe, t_lo)
+        active &= ~below & (probe < t_hi)
+        if not active.any():
             break
-        t_hi = np.where(under, t_lo, t_hi)
-        t_lo = np.where(under, t_lo - step, t_lo)
-    for _ in range(24):
+    for _ in range(20):
         mid = 0.5 * (t_lo + t_hi)
-        h = _patch(height, row_c + mid * drow, col_c + mid * dcol)[0]
-        above = (mid * dz - h) > 0
+        above = gap(mid) > 0
         t_lo, t_hi = np.where(above, mid, t_lo), np.where(above, t_hi, mid)
     return 0.5 * (t_lo + t_hi)
 
