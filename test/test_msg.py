@@ -6,8 +6,10 @@ import struct
 from builtin_interfaces.msg import Time
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nav_msgs.msg import OccupancyGrid
 import numpy as np
 import pytest
+from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
@@ -359,6 +361,24 @@ def test_pose_known_answer_and_errors():
     msg.pose.position.z, msg.pose.orientation.w = 0.0, math.nan
     with pytest.raises(ValueError, match='quaternion'):
         m.pose_stamped_to_rt(msg)
+
+
+# --- through rclpy's serialisation (what a publisher puts on the wire) -----------------------
+
+def test_messages_survive_rclpy_serialisation():
+    points, intensity, confidence = make_cloud(3, 4, seed=5)
+    cloud = m.points_to_pointcloud2(points, intensity, confidence, HEADER)
+    wire = serialize_message(cloud)
+    assert len(wire) > len(cloud.data) == 3 * 4 * 20
+    back = m.pointcloud2_to_arrays(deserialize_message(wire, PointCloud2))
+    np.testing.assert_array_equal(back['confidence'], confidence)
+    image = np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000
+    msg = deserialize_message(serialize_message(m.array_to_image(image, 'mono16')), Image)
+    np.testing.assert_array_equal(m.image_to_array(msg), image)
+    grid = np.array([[-1, 0], [100, 7]], np.int8)
+    msg = deserialize_message(serialize_message(m.to_occupancy_grid(grid, 0.5, (1.0, 2.0),
+                                                                    HEADER)), OccupancyGrid)
+    np.testing.assert_array_equal(m.occupancy_grid_to_array(msg)[0], grid)
 
 
 # --- optional cross-checks against the ROS libraries, where they are importable -------------
