@@ -8,6 +8,7 @@ from collections import deque
 import sys
 import threading
 import time
+import zlib
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
@@ -29,6 +30,7 @@ from l3d_ros.sync import LatestSlot, StereoSynchronizer
 
 LATENCY_WINDOW = 200   # frames kept for the latency statistics on /diagnostics
 MAP_FRAME = 'map'
+SILENT_AFTER_S = 1.0    # an input this much older than the newest is reported lost
 
 
 class StereoNode(Node):
@@ -52,6 +54,9 @@ class StereoNode(Node):
         self.frames = 0
         self.latency_ms = deque(maxlen=LATENCY_WINDOW)
         self.stage_ms: dict[str, float] = {}
+        self.last_arrival: dict[str, float] = {}   # input stream -> monotonic arrival [s]
+        self.last_stamp_ns = None                  # of the last processed pair
+        self.last_checksum = None                  # of the last processed pair's images
         self.lock = threading.Lock()
 
         qos_in = QoSProfile(depth=self.cfg.qos.depth, reliability=(
@@ -99,6 +104,7 @@ class StereoNode(Node):
     # -- inputs -------------------------------------------------------------------------------
     def _on_input(self, stream: str):
         def callback(msg):
+            self.last_arrival[stream] = time.monotonic()
             with self.lock:
                 matched = self.sync.add(stream, conv.stamp_to_ns(msg.header.stamp), msg)
             if matched is not None:
@@ -130,7 +136,21 @@ class StereoNode(Node):
             except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the node
                 self._fault(f'frame dropped: {type(exc).__name__}: {exc}')
 
+    def _check_timeline(self, pair) -> None:
+        """Refuse a frozen camera; start a new map when time runs backwards."""
+        checksum = (zlib.crc32(pair.left.data), zlib.crc32(pair.right.data))
+        if checksum == self.last_checksum:
+            raise ValueError('frozen camera: both images are identical to the previous pair '
+                             f'(stamp {pair.stamp_ns} ns); expected a new exposure')
+        self.last_checksum = checksum
+        if self.last_stamp_ns is not None and pair.stamp_ns < self.last_stamp_ns:
+            self._fault(f'time went backwards ({self.last_stamp_ns} -> {pair.stamp_ns} ns): '
+                        'descent map cleared')
+            self.pipeline.reset_map()
+        self.last_stamp_ns = pair.stamp_ns
+
     def _process(self, pair, pose) -> None:
+        self._check_timeline(pair)
         t0 = time.perf_counter()
         calib = conv.camera_infos_to_calib(pair.left_info, pair.right_info)
         left, right = conv.image_to_array(pair.left), conv.image_to_array(pair.right)
@@ -167,7 +187,19 @@ class StereoNode(Node):
                 np.eye(3), np.array([x, y, hazard.site.height_m]), map_header))
 
     # -- diagnostics --------------------------------------------------------------------------
+    def _silent_inputs(self) -> list[str]:
+        """Input streams that stopped while others still arrive (a dead camera)."""
+        if not self.last_arrival:
+            return []
+        newest = max(self.last_arrival.values())
+        return [f'{s} silent for {newest - self.last_arrival.get(s, -np.inf):.1f} s'
+                for s in ('left', 'right', 'left_info', 'right_info')
+                if newest - self.last_arrival.get(s, -np.inf) > SILENT_AFTER_S]
+
     def _publish_diagnostics(self) -> None:
+        silent = self._silent_inputs()
+        if silent:
+            self._fault('input lost: ' + '; '.join(silent))
         lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
         drops = dict(self.sync.snapshot(), replaced=self.slot.replaced)
         level = DiagnosticStatus.OK

@@ -47,6 +47,10 @@ class StereoPipeline:
             except (OSError, ValueError, RuntimeError) as exc:
                 self.init_fault = f'backend {cfg.backend!r} refused, using sgbm: {exc}'
 
+    def reset_map(self) -> None:
+        """Forget the descent-long DEM (a new descent, or time running backwards)."""
+        self.fusion = DemFusion(self.cfg.hazard)
+
     @property
     def model_sha256(self) -> str:
         return getattr(self.primary, 'sha256', '') if self.primary else ''
@@ -115,7 +119,7 @@ class StereoPipeline:
                               target_xy_m)
         if self.fusion.dropped - dropped > 0.5 * np.isfinite(result.depth_m).sum():
             # the view left the map (a new descent, a long divert): start a map around it
-            self.fusion = DemFusion(self.cfg.hazard)
+            self.reset_map()
             hazard = frame_hazard(result, calib, pose[0], pose[1], self.cfg.hazard,
                                   self.fusion, target_xy_m)
         return hazard
