@@ -31,16 +31,18 @@ def rss_mb() -> float:
     return float('nan')
 
 
-def load_frames(dataset: Path | None, n: int, seed: int):
+def load_frames(dataset: Path | None, n: int, seed: int, config: Path | None = None):
     """[(left, right, calib, pose)] from a pair-folder dataset, or rendered by the simulator."""
     if dataset is not None:
         pairs = [read_pair(p) for p in list_pairs(dataset)[:n]]
         return [(p.left, p.right, p.calib,
                  None if p.R_world_cam is None else (p.R_world_cam, p.t_world_cam))
                 for p in pairs]
-    from l3d_sim.dataset import render_pairs        # only when no dataset is given
-    return [(f.left, f.right, f.calib, (f.R_world_cam, f.t_world_cam))
-            for f in render_pairs(n, seed)]
+    from l3d_sim.config import load_sim_config      # the simulator only when no dataset
+    from l3d_sim.dataset import render_pair
+    sim, hazard = load_sim_config(config), load_node_config(config).hazard
+    frames = [render_pair(sim, hazard, seed, i)[0] for i in range(n)]
+    return [(f.left, f.right, f.calib, (f.R_world_cam, f.t_world_cam)) for f in frames]
 
 
 def frame_messages(frames):
@@ -153,7 +155,7 @@ def run(args) -> int:
     if args.frames < 1 or args.repeat < 1:
         raise ValueError(f'--frames={args.frames}, --repeat={args.repeat}: expected >= 1')
     base = load_node_config(args.config)
-    frames = load_frames(args.dataset, args.frames, args.seed)
+    frames = load_frames(args.dataset, args.frames, args.seed, args.config)
     messages = frame_messages(frames)
     names = [b for b in args.backends.split(',') if b]
     if 'sgbm' not in names:
