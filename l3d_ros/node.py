@@ -30,6 +30,13 @@ from l3d_ros.sync import LatestSlot, StereoSynchronizer
 
 LATENCY_WINDOW = 200   # frames kept for the latency statistics on /diagnostics
 MAP_FRAME = 'map'
+DROP_REASONS = {
+    'dropped_stale': 'stale (older than the newest input by more than sync.max_age_s)',
+    'duplicates': 'with a repeated stamp',
+    'time_jumps': 'time jumps backwards (queues cleared)',
+    'dropped_overflow': 'beyond sync.queue_size',
+}
+RECENT_FAULTS = 20      # distinct faults listed per /diagnostics message
 SILENT_AFTER_S = 1.0    # an input this much older than the newest is reported lost
 
 
@@ -57,6 +64,8 @@ class StereoNode(Node):
         self.last_arrival: dict[str, float] = {}   # input stream -> monotonic arrival [s]
         self.last_stamp_ns = None                  # of the last processed pair
         self.last_checksum = None                  # of the last processed pair's images
+        self._drops_seen: dict[str, int] = {}
+        self.recent_faults = deque(maxlen=RECENT_FAULTS)   # since the last /diagnostics
         self.lock = threading.Lock()
 
         qos_in = QoSProfile(depth=self.cfg.qos.depth, reliability=(
@@ -120,6 +129,7 @@ class StereoNode(Node):
     def _fault(self, text: str) -> None:
         self.faults += 1
         self.last_fault = text
+        self.recent_faults.append(text)
         self.get_logger().error(text, throttle_duration_sec=1.0)
 
     # -- processing ---------------------------------------------------------------------------
@@ -196,12 +206,22 @@ class StereoNode(Node):
                 for s in ('left', 'right', 'left_info', 'right_info')
                 if newest - self.last_arrival.get(s, -np.inf) > SILENT_AFTER_S]
 
+    def _report_drops(self, drops: dict) -> None:
+        """Name every kind of dropped input that grew since the last report."""
+        grown = {k: v - self._drops_seen.get(k, 0) for k, v in drops.items()
+                 if k in DROP_REASONS and v > self._drops_seen.get(k, 0)}
+        self._drops_seen = drops
+        if grown:
+            self._fault('inputs dropped: ' + ', '.join(
+                f'{n} {DROP_REASONS[k]}' for k, n in grown.items()))
+
     def _publish_diagnostics(self) -> None:
         silent = self._silent_inputs()
         if silent:
             self._fault('input lost: ' + '; '.join(silent))
         lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
         drops = dict(self.sync.snapshot(), replaced=self.slot.replaced)
+        self._report_drops(drops)
         level = DiagnosticStatus.OK
         if self.pipeline.active_backend != self.cfg.backend or self.last_fault:
             level = DiagnosticStatus.WARN
@@ -212,11 +232,13 @@ class StereoNode(Node):
                   'latency_ms_median': f'{np.median(lat):.1f}',
                   'latency_ms_p95': f'{np.percentile(lat, 95):.1f}',
                   'faults': self.faults, 'last_fault': self.last_fault,
+                  'recent_faults': ' | '.join(dict.fromkeys(self.recent_faults)),
                   **{f'drops_{k}': v for k, v in drops.items()}}
         status = DiagnosticStatus(level=level, name=f'{self.get_name()}: stereo pipeline',
                                   hardware_id='l3d_ros', message=self.last_fault or 'ok',
                                   values=[KeyValue(key=k, value=str(v)) for k, v in
                                           values.items()])
+        self.recent_faults.clear()
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(msg)

@@ -64,7 +64,8 @@ def test_bad_frame_is_reported_and_the_node_keeps_working(ros):
     small = right[:, :300].copy()
     peer.publish_pair(left, small, CALIB, 3_000_000_000)        # right size differs
     diag = peer.wait_for('/diagnostics', lambda m: any(
-        '300' in kv.value for s in m.status for kv in s.values if kv.key == 'last_fault'),
+        '300' in kv.value for s in m.status for kv in s.values
+        if kv.key in ('last_fault', 'recent_faults')),
         timeout_s=15, republish=lambda: peer.publish_pair(left, small, CALIB, 3_000_000_000))
     assert diag.status[0].level in (DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
     good = peer.wait_for('depth', stamp_is(4_000_000_000),

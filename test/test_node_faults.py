@@ -1,5 +1,6 @@
 """Faults injected over DDS: the node stays alive, says what happened, publishes nothing unsafe."""
 import math
+import time
 
 from hypothesis import given, HealthCheck, settings, strategies as st
 import numpy as np
@@ -33,7 +34,7 @@ def stamp_is(ns):
 
 def last_fault_contains(text):
     return lambda m: any(text in kv.value for s in m.status for kv in s.values
-                         if kv.key == 'last_fault')
+                         if kv.key in ('last_fault', 'recent_faults'))
 
 
 def assert_processed_after(peer, stamp_ns, seed=4):
@@ -167,3 +168,26 @@ def test_camera_info_change_mid_run_is_followed(ros):
         ok = np.isfinite(depth)
         assert ok.mean() > 0.6
         assert np.median(np.abs(depth[ok] - truth[ok]) / truth[ok]) < 0.01
+
+
+def test_invalid_parameter_update_is_refused_with_a_reason(ros):
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    _, peer = ros
+    client = peer.node.create_client(SetParameters, '/l3d_stereo/set_parameters')
+    assert client.wait_for_service(timeout_sec=10)
+
+    def set_value(name, value):
+        req = SetParameters.Request(parameters=[ParameterMsg(name=name, value=ParameterValue(
+            type=ParameterType.PARAMETER_DOUBLE, double_value=value))])
+        future = client.call_async(req)
+        deadline = time.monotonic() + 10
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return future.result().results[0]
+
+    bad = set_value('hazard.slope_max_deg', 120.0)
+    assert not bad.successful and 'hazard.slope_max_deg=120.0' in bad.reason
+    good = set_value('hazard.slope_max_deg', 12.0)
+    assert good.successful
+    assert_processed_after(peer, 200_000_000_000, seed=17)   # applied between frames, alive
