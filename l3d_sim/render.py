@@ -27,6 +27,8 @@ from l3d_sim.terrain import Terrain
 LIPSCHITZ = 1.0          # assumed |grad h| bound of the march; steeper flanks are bracketed
 GAP_TOL_M = 1e-4         # a ray has hit when it is this close above the surface [m]
 MAX_STEPS = 48           # march iterations per ray before it is declared a miss
+NEWTON_STEPS = 10        # iterations that may take Newton steps; safe steps only afterwards
+NEWTON_GAP_M = 1.0       # Newton steps (capped at 4 safe steps) below this gap [m]
 EXPOSURE_PERCENTILE = 99.5  # auto-exposure: this radiance percentile of the left view ...
 EXPOSURE_LEVEL = 0.85       # ... maps to this fraction of full scale (times rig.gain)
 
@@ -129,13 +131,13 @@ def _patch(height: np.ndarray, row: np.ndarray, col: np.ndarray):
     """
     n, m = height.shape
     inside = (row >= 0) & (row <= n - 1) & (col >= 0) & (col <= m - 1)
-    r = np.clip(row, 0, n - 1.0001)
-    c = np.clip(col, 0, m - 1.0001)
+    r = np.clip(row, np.float32(0), np.float32(n - 1.0001))
+    c = np.clip(col, np.float32(0), np.float32(m - 1.0001))
     r0, c0 = r.astype(np.int32), c.astype(np.int32)
-    fr, fc = r - r0, c - c0
-    flat = height.ravel()
-    i00 = r0 * m + c0
-    h00, h01, h10, h11 = flat[i00], flat[i00 + 1], flat[i00 + m], flat[i00 + m + 1]
+    fr, fc = r - r0.astype(np.float32), c - c0.astype(np.float32)
+    i00 = r0 * np.int32(m) + c0                          # int32: grids below 2^31 cells
+    h00, h01 = np.take(height, i00), np.take(height, i00 + 1)
+    h10, h11 = np.take(height, i00 + m), np.take(height, i00 + (m + 1))
     d_top, d_bottom = h01 - h00, h11 - h10
     top = h00 + d_top * fc
     d_row = h10 + d_bottom * fc - top
@@ -164,26 +166,31 @@ def ray_cast(terrain: Terrain, origin_m: np.ndarray, dirs: np.ndarray) -> np.nda
     t_above = t.copy()                                           # last t seen above the surface
     rate = -dz + f32(LIPSCHITZ * terrain.cell_m) * np.hypot(drow, dcol)
     near_m = f32(2 * terrain.cell_m)
+    newton_m = f32(NEWTON_GAP_M)
     ray = (height, row_c, col_c)
-    for _ in range(MAX_STEPS):
+    for step in range(MAX_STEPS):
         if not len(idx):
             break
+        newton_ok = step < NEWTON_STEPS                          # then only safe steps
         h, h_row, h_col, inside = _patch(height, row_c + t * drow, col_c + t * dcol)
         gap = t * dz - h
         done = inside & (np.abs(gap) < GAP_TOL_M)
         out[idx[done]] = t[done]
-        under = inside & (gap <= -GAP_TOL_M)                     # crossed: bracket it
+        slope = dz - (h_row * drow + h_col * dcol)               # d gap / d t on this patch
+        # below the surface: a shallow dip on a patch the ray enters goes back by Newton,
+        # anything else (a steep flank, a deep overshoot) is bracketed from the last t above
+        under = inside & (gap <= -GAP_TOL_M) & ((gap < -near_m) | (slope >= 0) | (not newton_ok))
         if under.any():
             out[idx[under]] = _first_crossing(ray, drow[under], dcol[under], dz[under],
                                               t_above[under], t[under], near_m)
-        slope = dz - (h_row * drow + h_col * dcol)               # d gap / d t on this patch
         safe = t + gap / rate
         newton = t - gap / np.minimum(slope, f32(-1e-6))
-        near = (gap < near_m) & (slope < 0)
+        near = (gap < newton_m) & (slope < 0) & newton_ok
         t_next = np.where(near, np.minimum(newton, 4 * safe - 3 * t), safe)
         keep = np.flatnonzero(inside & ~done & ~under)
         idx, drow, dcol, dz, rate = idx[keep], drow[keep], dcol[keep], dz[keep], rate[keep]
-        t_above, t = t[keep], t_next[keep]
+        t_above = np.where(gap[keep] > 0, t[keep], t_above[keep])
+        t = t_next[keep]
     return out
 
 
@@ -205,7 +212,7 @@ def _first_crossing(ray, drow, dcol, dz, t_lo, t_hi, near_m):
         active &= ~below & (probe < t_hi)
         if not active.any():
             break
-    for _ in range(20):
+    for _ in range(16):                                          # 0.05 m -> < 1 um
         mid = 0.5 * (t_lo + t_hi)
         above = gap(mid) > 0
         t_lo, t_hi = np.where(above, mid, t_lo), np.where(above, t_hi, mid)
@@ -218,17 +225,18 @@ def _shade(terrain: Terrain, lighting: Lighting, points: np.ndarray,
     f32 = np.float32
     n, m, _ = lighting.channels.shape
     r = np.clip((points[:, 1] - f32(terrain.origin_xy_m[1])) / f32(terrain.cell_m) - f32(0.5),
-                0, n - 1.0001)
+                f32(0), f32(n - 1.0001))
     c = np.clip((points[:, 0] - f32(terrain.origin_xy_m[0])) / f32(terrain.cell_m) - f32(0.5),
-                0, m - 1.0001)
+                f32(0), f32(m - 1.0001))
     r0, c0 = r.astype(np.int32), c.astype(np.int32)
-    fr, fc = (r - r0)[:, None], (c - c0)[:, None]
+    fr = (r - r0.astype(f32))[:, None]
+    fc = (c - c0.astype(f32))[:, None]
     flat = lighting.channels.reshape(-1, 4)
-    i00 = r0 * m + c0
-    top = flat[i00]
-    top += (flat[i00 + 1] - top) * fc
-    bottom = flat[i00 + m]
-    bottom += (flat[i00 + m + 1] - bottom) * fc
+    i00 = r0 * np.int32(m) + c0
+    top = np.take(flat, i00, axis=0)
+    top += (np.take(flat, i00 + 1, axis=0) - top) * fc
+    bottom = np.take(flat, i00 + m, axis=0)
+    bottom += (np.take(flat, i00 + (m + 1), axis=0) - bottom) * fc
     top += (bottom - top) * fr
     gx, gy, lit, albedo = top.T
     inv_n = 1 / np.sqrt(gx * gx + gy * gy + 1)                 # normal (-gx, -gy, 1) / |.|
@@ -258,7 +266,9 @@ def _render_view(terrain, lighting, calib, R, origin):  # noqa: N803
 
 def _expose(radiance: np.ndarray, scale: float, rig: RigConfig, rng: np.random.Generator):
     full = float(2 ** rig.bit_depth - 1)
-    dn = radiance * scale + rng.normal(0.0, rig.noise_sigma_dn, radiance.shape)
+    dn = radiance * np.float32(scale)
+    if rig.noise_sigma_dn > 0:
+        dn += rng.standard_normal(radiance.shape, np.float32) * np.float32(rig.noise_sigma_dn)
     dtype = np.uint8 if rig.bit_depth == 8 else np.uint16
     return np.clip(np.rint(dn), 0, full).astype(dtype)
 
