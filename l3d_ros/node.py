@@ -231,6 +231,7 @@ class StereoNode(Node):
                   'model_sha256': self.pipeline.model_sha256, 'frames': self.frames,
                   'latency_ms_median': f'{np.median(lat):.1f}',
                   'latency_ms_p95': f'{np.percentile(lat, 95):.1f}',
+                  'latency_ms_p99': f'{np.percentile(lat, 99):.1f}',
                   'faults': self.faults, 'last_fault': self.last_fault,
                   'recent_faults': ' | '.join(dict.fromkeys(self.recent_faults)),
                   **{f'drops_{k}': v for k, v in drops.items()}}
