@@ -68,22 +68,23 @@ class StereoCalib:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + '\n')
 
 
+def _fb_over(values: np.ndarray, fx: float, baseline_m: float) -> np.ndarray:
+    """f B / v as float32; non-positive or non-finite v -> NaN. Z = fB/d and d = fB/Z alike."""
+    v = np.asarray(values, np.float32)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        out = np.float32(fx * baseline_m) / v
+    out[~(v > 0) | ~np.isfinite(v)] = np.nan
+    return out
+
+
 def disparity_to_depth(disp_px: np.ndarray, fx: float, baseline_m: float) -> np.ndarray:
     """Z = f B / d. disp_px: (H, W) [px]; non-positive or non-finite -> NaN. float32 [m]."""
-    disp = np.asarray(disp_px, np.float32)
-    with np.errstate(divide='ignore', invalid='ignore'):
-        depth = np.float32(fx * baseline_m) / disp
-    depth[~(disp > 0) | ~np.isfinite(disp)] = np.nan
-    return depth
+    return _fb_over(disp_px, fx, baseline_m)
 
 
 def depth_to_disparity(depth_m: np.ndarray, fx: float, baseline_m: float) -> np.ndarray:
-    """d = f B / Z; the inverse of `disparity_to_depth` (NaN stays NaN)."""
-    depth = np.asarray(depth_m, np.float32)
-    with np.errstate(divide='ignore', invalid='ignore'):
-        disp = np.float32(fx * baseline_m) / depth
-    disp[~(depth > 0) | ~np.isfinite(depth)] = np.nan
-    return disp
+    """d = f B / Z [px]; the inverse of `disparity_to_depth` (NaN stays NaN)."""
+    return _fb_over(depth_m, fx, baseline_m)
 
 
 def depth_sigma_m(depth_m: np.ndarray, fx: float, baseline_m: float,
