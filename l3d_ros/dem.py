@@ -90,8 +90,9 @@ class DemFusion:
             self._centre = (float(np.median(pts[:, 0])), float(np.median(pts[:, 1])))
             self._set_grid(self._centre)
         (ox, oy), c = self.grid.origin_xy_m, self.grid.cell_m
-        col = np.floor((pts[:, 0] - np.float32(ox)) / np.float32(c)).astype(np.int64)
-        row = np.floor((pts[:, 1] - np.float32(oy)) / np.float32(c)).astype(np.int64)
+        inv_c = np.float32(1.0 / c)
+        col = np.floor((pts[:, 0] - np.float32(ox)) * inv_c).astype(np.int64)
+        row = np.floor((pts[:, 1] - np.float32(oy)) * inv_c).astype(np.int64)
         inside = (row >= 0) & (row < self.n_cells) & (col >= 0) & (col < self.n_cells)
         self.dropped += int(len(row) - np.count_nonzero(inside))
         if not inside.all():
@@ -99,12 +100,14 @@ class DemFusion:
         if len(row) == 0:
             return
         r0, r1, c0, c1 = row.min(), row.max() + 1, col.min(), col.max() + 1
-        flat = (row - r0) * (c1 - c0) + (col - c0)
-        w = 1.0 / (sig.astype(np.float64) ** 2)
         size = (r1 - r0) * (c1 - c0)
-        self._sum_w[r0:r1, c0:c1] += np.bincount(flat, w, size).reshape(r1 - r0, c1 - c0)
-        self._sum_wz[r0:r1, c0:c1] += np.bincount(flat, w * pts[:, 2], size).reshape(
-            r1 - r0, c1 - c0)
+        flat = (row - r0) * (c1 - c0) + (col - c0)
+        w = 1.0 / sig.astype(np.float64) ** 2
+        # one bincount for both sums: indices [0, size) carry w, [size, 2 size) carry w z
+        sums = np.bincount(np.concatenate([flat, flat + size]),
+                           np.concatenate([w, w * pts[:, 2]]), 2 * size)
+        self._sum_w[r0:r1, c0:c1] += sums[:size].reshape(r1 - r0, c1 - c0)
+        self._sum_wz[r0:r1, c0:c1] += sums[size:].reshape(r1 - r0, c1 - c0)
         self.last_cells = (int(r0), int(r1), int(c0), int(c1))
 
     def dem(self, cells: tuple[int, int, int, int] | None = None

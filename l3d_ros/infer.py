@@ -32,8 +32,9 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                              "pair's ground-truth depth.npy")
     parser.add_argument('--config', type=Path, default=None,
                         help='ROS parameter file (default: config/lunar_stereo.yaml)')
-    parser.add_argument('--stride', type=int, default=1,
-                        help='evaluate the hazard every STRIDE DEM cells (1 = every cell)')
+    parser.add_argument('--stride', type=int, default=None,
+                        help='evaluate the hazard every STRIDE DEM cells (1 = every cell; '
+                             'default: automatic, as the node, a lattice of <= 150 a side)')
 
 
 class DepthSource:
@@ -61,13 +62,15 @@ class DepthSource:
                         c.confidence_min), elapsed
 
 
-def process_pair(pair: StereoPair, source: DepthSource, stride: int = 1
+def process_pair(pair: StereoPair, source: DepthSource, stride: int | None = None
                  ) -> tuple[DepthResult, FrameHazard, float, np.ndarray]:
     """One pair -> (depth result, frame hazard, depth seconds, left image in [0, 1])."""
     left01, right01 = to_gray01(pair.left), to_gray01(pair.right)
     result, seconds = source.depth(pair, left01, right01)
+    # the oracle's depth is exact: no stereo sigma margins, so the hazard pipeline alone is
+    # scored against section 4 (INTERFACES.md section 6)
     frame = frame_hazard(result, pair.calib, pair.R_world_cam, pair.t_world_cam,
-                         source.cfg.hazard, stride=stride)
+                         source.cfg.hazard, stride=stride, exact_depth=source.name == 'oracle')
     return result, frame, seconds, left01
 
 

@@ -5,6 +5,7 @@ publishes exactly the hazard map that `l3d infer` writes.
 """
 from dataclasses import dataclass
 import math
+import time
 
 import cv2
 import numpy as np
@@ -14,7 +15,8 @@ from l3d_ros.config import HazardConfig
 from l3d_ros.dataset import HAZARD_SAFE
 from l3d_ros.dem import DemFusion, points_sigma
 from l3d_ros.geometry import backproject, nadir_pose, StereoCalib, transform_points
-from l3d_ros.hazard import hazard_from_dem, hazard_to_occupancy, HazardLayers, pixel_hazard
+from l3d_ros.hazard import (auto_stride, hazard_from_dem, hazard_to_occupancy, HazardLayers,
+                            pixel_hazard)
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,10 @@ def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
     """Best safe landing site within `cfg.divert_max_m` of `target_xy_m` (map, [m]), or None.
 
     A cell qualifies when every cell centre within footprint_m / 2 of it is safe; cells outside
-    the grid count as unknown, hence never safe. Clearance (distance to the nearest not-safe
-    cell, from an exact Euclidean distance transform) is capped at footprint_m: beyond one
+    the grid count as unknown, hence never safe; on a strided lattice (layers.stride > 1) the
+    clearance must exceed footprint_m / 2 by half a lattice diagonal. Clearance (distance to
+    the nearest not-safe cell, from an exact Euclidean distance transform) is capped at
+    footprint_m: beyond one
     footprint of margin, more clearance is not worth flying further. Score = min(clearance,
     footprint) - clearance_weight * footprint * divert / divert_max_m; the highest wins.
     """
@@ -42,7 +46,10 @@ def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
     rows, cols = np.mgrid[0:layers.hazard.shape[0], 0:layers.hazard.shape[1]]
     x, y = layers.grid.cell_centre(rows, cols)
     divert = np.hypot(x - target[0], y - target[1])
-    ok = (clearance > cfg.footprint_m / 2) & (divert <= cfg.divert_max_m)
+    # on a strided lattice, every point within footprint/2 of the site must lie within half a
+    # lattice diagonal of a safe lattice cell: ask for that much more clearance
+    lattice_m = layers.grid.cell_m / math.sqrt(2) if layers.stride > 1 else 0.0
+    ok = (clearance > cfg.footprint_m / 2 + lattice_m) & (divert <= cfg.divert_max_m)
     if not ok.any():
         return None
     scale = cfg.clearance_weight * cfg.footprint_m / max(cfg.divert_max_m, layers.grid.cell_m)
@@ -69,16 +76,29 @@ def frame_hazard(result: DepthResult, calib: StereoCalib,
                  R_world_cam: np.ndarray | None,  # noqa: N803
                  t_world_cam: np.ndarray | None, cfg: HazardConfig,
                  fusion: DemFusion | None = None, target_xy_m: np.ndarray | None = None,
-                 stride: int = 1) -> FrameHazard:
+                 stride: int | None = None, *, points_cam: np.ndarray | None = None,
+                 exact_depth: bool = False,
+                 timings_ms: dict[str, float] | None = None) -> FrameHazard:
     """Depth frame -> points in `map` -> fused DEM -> hazard layers, pixel hazard, safe site.
 
     R_world_cam, t_world_cam: left optical frame in `map`; None -> nadir at the median depth
     (INTERFACES.md section 5). fusion: the descent-long map to fuse into (None: a fresh one
     centred on this frame, as for independent pairs). Hazard is evaluated on the block of DEM
     cells this frame touched, grown by footprint/2 so the discs of its edge cells see older
-    terrain, at every `stride`-th cell (see hazard_from_dem). target_xy_m: nominal landing
-    point [m] (None: the camera's ground track (t_x, t_y)).
+    terrain, at every `stride`-th cell (see hazard_from_dem; None: auto_stride, a lattice of at
+    most LATTICE_MAX_CELLS a side). target_xy_m: nominal landing point [m] (None: the camera's
+    ground track (t_x, t_y)). points_cam: backproject(result.depth_m, calib) when the caller
+    already has it. exact_depth: the depth is exact (the oracle backend of `l3d infer/eval`,
+    which scores the hazard pipeline alone): no stereo sigma, so section 4 is applied to the
+    DEM as is, without sigma margins. timings_ms: filled with the time of each stage [ms].
     """
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        clock.append(time.perf_counter())
+        if timings_ms is not None:
+            timings_ms[name] = 1e3 * (clock[-1] - clock[-2])
+
     depth = result.depth_m
     if R_world_cam is None:
         finite = np.isfinite(depth)
@@ -86,11 +106,18 @@ def frame_hazard(result: DepthResult, calib: StereoCalib,
         R_world_cam, t_world_cam = nadir_pose(altitude)  # noqa: N806
     R = np.asarray(R_world_cam, np.float64)  # noqa: N806
     t = np.asarray(t_world_cam, np.float64).reshape(3)
-    points = transform_points(backproject(depth, calib), R, t)
-    sigma = points_sigma(depth, calib, cfg, R, result.confidence)
+    if points_cam is None:
+        points_cam = backproject(depth, calib)
+    points = transform_points(points_cam, R, t)
+    if exact_depth:
+        sigma = np.where(np.isfinite(depth), np.float32(1.0), np.float32(np.nan))
+    else:
+        sigma = points_sigma(depth, calib, cfg, R, result.confidence)
+    lap('points')
     fusion = fusion if fusion is not None else DemFusion(cfg)
     fusion.add_points(points, sigma)
     target = t[:2] if target_xy_m is None else np.asarray(target_xy_m, np.float64)
+    lap('fusion')
     if fusion.last_cells is None:                         # nothing landed in the map
         empty = np.full((1, 1), np.nan, np.float32)
         layers = hazard_from_dem(empty, cfg.cell_m, cfg, origin_xy_m=(0.0, 0.0))
@@ -99,8 +126,15 @@ def frame_hazard(result: DepthResult, calib: StereoCalib,
         r0, r1, c0, c1 = fusion.last_cells
         cells = (r0 - grow, r1 + grow, c0 - grow, c1 + grow)
         dem_m, sigma_m = fusion.dem(cells)
-        layers = hazard_from_dem(dem_m, cfg.cell_m, cfg, sigma_m=sigma_m, stride=stride,
+        if stride is None:
+            stride = auto_stride(dem_m.shape, cfg.cell_m, cfg.footprint_m)
+        layers = hazard_from_dem(dem_m, cfg.cell_m, cfg,
+                                 sigma_m=None if exact_depth else sigma_m, stride=stride,
                                  origin_xy_m=fusion.sub_grid(cells).origin_xy_m)
-    return FrameHazard(points, layers, hazard_to_occupancy(layers),
-                       pixel_hazard(points, layers), select_safe_site(layers, cfg, target),
-                       R, t)
+    lap('hazard')
+    occupancy = hazard_to_occupancy(layers)
+    pix = pixel_hazard(points, layers)
+    lap('lookup')
+    site = select_safe_site(layers, cfg, target)
+    lap('site')
+    return FrameHazard(points, layers, occupancy, pix, site, R, t)

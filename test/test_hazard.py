@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from l3d_ros.config import HazardConfig
-from l3d_ros.hazard import COVERAGE_MIN, disc_offsets, hazard_from_dem
+from l3d_ros.hazard import auto_stride, COVERAGE_MIN, disc_offsets, hazard_from_dem
 
 CFG = HazardConfig()
 
@@ -35,7 +35,11 @@ def test_matches_per_cell_least_squares_on_rough_terrain_with_holes():
     cfg = HazardConfig(footprint_m=2.0, cell_m=0.25)
     dem = (rng.normal(0, 0.2, (24, 28)) + 1000.0).astype(np.float32)
     dem[5:8, 9:13] = np.nan
-    layers = hazard_from_dem(dem, 0.25, cfg)
+    layers = hazard_from_dem(dem, 0.25, cfg, exact_roughness=True)
+    fast = hazard_from_dem(dem, 0.25, cfg)
+    np.testing.assert_array_equal(fast.hazard, layers.hazard)
+    known = layers.hazard != 255
+    assert (fast.roughness_m[known] >= layers.roughness_m[known] - 1e-5).all()   # a bound
     n_known = 0
     for i in range(dem.shape[0]):
         for j in range(dem.shape[1]):
@@ -59,7 +63,7 @@ def test_tilted_plane_slope_is_its_tilt(tilt_deg, azimuth, cell_m):
     y, x = np.mgrid[0:n, 0:n] * cell_m
     g = math.tan(math.radians(tilt_deg))
     dem = (g * (math.cos(azimuth) * x + math.sin(azimuth) * y) + 300.0).astype(np.float32)
-    layers = hazard_from_dem(dem, cell_m, CFG)
+    layers = hazard_from_dem(dem, cell_m, CFG, exact_roughness=True)
     known = layers.hazard != 255
     assert known.sum() >= 4
     np.testing.assert_allclose(layers.slope_deg[known], tilt_deg, atol=2e-3)
@@ -110,10 +114,17 @@ def test_sigma_margin_turns_marginal_cells_to_hazard():
 def test_stride_gives_the_same_values_on_its_cells():
     rng = np.random.default_rng(0)
     dem = rng.normal(0, 0.1, (50, 47)).astype(np.float32)
-    full = hazard_from_dem(dem, 0.2, CFG, origin_xy_m=(10.0, -4.0))
-    coarse = hazard_from_dem(dem, 0.2, CFG, stride=3, origin_xy_m=(10.0, -4.0))
-    np.testing.assert_array_equal(coarse.hazard, full.hazard[::3, ::3])
-    np.testing.assert_allclose(coarse.roughness_m, full.roughness_m[::3, ::3], equal_nan=True)
+    dem[20:24, 30:33] = np.nan
+    sigma = np.full(dem.shape, 0.02, np.float32)
+    for sig in (None, sigma):
+        full = hazard_from_dem(dem, 0.2, CFG, sigma, origin_xy_m=(10.0, -4.0),
+                               exact_roughness=True)
+        coarse = hazard_from_dem(dem, 0.2, CFG, sigma, stride=3, origin_xy_m=(10.0, -4.0))
+        np.testing.assert_array_equal(coarse.hazard, full.hazard[::3, ::3])
+        np.testing.assert_allclose(coarse.slope_deg, full.slope_deg[::3, ::3], atol=1e-4,
+                                   equal_nan=True)
+        known = coarse.hazard != 255
+        assert (coarse.roughness_m[known] >= full.roughness_m[::3, ::3][known] - 1e-5).all()
     x, y = coarse.grid.cell_centre(np.array(2), np.array(5))
     assert (x, y) == pytest.approx(full.grid.cell_centre(np.array(6), np.array(15)))
 
@@ -186,3 +197,64 @@ def test_occupancy_and_pixel_lookup():
     assert occ[30, 30] == 100 and occ[0, 0] == -1 and 0 <= occ[30, 55 - 8] < 50
     pts = np.array([[[0.1, 0.1, 0.0], [np.nan, 0.0, 0.0], [50.0, 0.0, 0.0]]], np.float32)
     np.testing.assert_array_equal(pixel_hazard(pts, layers), [[1, 255, 255]])
+
+
+def _rough_terrain(seed: int, shape=(70, 64)) -> np.ndarray:
+    """Tilted, bumpy terrain with rocks near the roughness limit and holes."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:shape[0], 0:shape[1]] * 0.2
+    dem = 0.08 * x + rng.uniform(-0.1, 0.1) * y + 0.06 * np.sin(x) * np.cos(0.7 * y)
+    dem += rng.normal(0, 0.04, shape)
+    for _ in range(12):                                           # rocks 0.1 .. 0.6 m
+        cy, cx = rng.uniform(0, shape[0] * 0.2), rng.uniform(0, shape[1] * 0.2)
+        dem += rng.uniform(0.1, 0.6) * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 0.18)
+    dem[rng.random(shape) < 0.05] = np.nan                       # scattered holes
+    dem[10:16, 40:47] = np.nan                                    # one large hole
+    return (dem + 500.0).astype(np.float32)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), sigma_m=st.sampled_from([None, 0.01, 0.03, 0.12]),
+       stride=st.sampled_from([1, 2, 3]))
+def test_bound_decisions_equal_brute_force(seed, sigma_m, stride):
+    dem = _rough_terrain(seed)
+    sigma = None if sigma_m is None else np.full(dem.shape, sigma_m, np.float32)
+    if sigma is not None:
+        sigma[5:9, 5:9] *= 3.0                                     # uneven sigma
+    fast = hazard_from_dem(dem, 0.2, CFG, sigma, stride=stride)
+    brute = hazard_from_dem(dem, 0.2, CFG, sigma, stride=stride, exact_roughness=True)
+    np.testing.assert_array_equal(fast.hazard, brute.hazard)
+    known = brute.hazard != 255
+    assert (fast.roughness_m[known] >= brute.roughness_m[known] - 1e-5).all()
+    safe = fast.hazard == 0
+    assert (fast.margin[safe] <= 1.0 + 1e-6).all()
+
+
+def test_decisions_cover_safe_and_hazard_near_the_limit():
+    """The terrain of the property test exercises both outcomes and the exact fallback."""
+    layers = hazard_from_dem(_rough_terrain(1), 0.2, CFG, exact_roughness=True)
+    rough = layers.roughness_m[layers.hazard != 255]
+    assert (rough < CFG.roughness_max_m).sum() > 50 and (rough > CFG.roughness_max_m).sum() > 50
+
+
+def test_too_noisy_to_judge_rocks_is_unknown_not_safe():
+    dem = _flat_with_bump(0.0)
+    dem[30:33, 30:33] = 3.0                                       # a 3 m boulder
+    sigma = np.full(dem.shape, 0.15, np.float32)                 # 50 m altitude, one frame
+    layers = hazard_from_dem(dem, CFG.cell_m, CFG, sigma_m=sigma)
+    assert layers.hazard[45, 15] == 255                          # flat, but noise hides rocks
+    assert layers.hazard[31, 31] == 1                            # too big for noise to explain
+    assert not (layers.hazard == 0).any()
+    y, x = np.mgrid[0:60, 0:60] * CFG.cell_m
+    steep = (np.tan(np.radians(25.0)) * x).astype(np.float32)
+    assert (hazard_from_dem(steep, CFG.cell_m, CFG, sigma_m=sigma).hazard[20:40, 20:40]
+            == 1).all()                                          # slope is still judged
+    quiet = hazard_from_dem(dem * 0, CFG.cell_m, CFG, sigma_m=sigma / 10)
+    assert quiet.hazard[45, 15] == 0
+
+
+def test_auto_stride_bounds_lattice_and_spacing():
+    assert auto_stride((120, 140), 0.2, 4.0) == 1
+    assert auto_stride((614, 600), 0.2, 4.0) == 5                 # 123 cells, 1.0 m
+    assert auto_stride((3000, 3000), 0.2, 4.0) == 5               # spacing cap footprint/4
+    assert auto_stride((3000, 10), 0.5, 4.0) == 2
