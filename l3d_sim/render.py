@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 import math
 
+import cv2
 import numpy as np
 
 from l3d_ros.geometry import StereoCalib
@@ -25,10 +26,12 @@ from l3d_sim.config import RigConfig, SimConfig, SunConfig
 from l3d_sim.terrain import Terrain
 
 LIPSCHITZ = 1.0          # assumed |grad h| bound of the march; steeper flanks are bracketed
-GAP_TOL_M = 1e-4         # a ray has hit when it is this close above the surface [m]
+GAP_TOL_M = 1e-3         # a ray has hit when it is this close to the surface [m]
 MAX_STEPS = 48           # march iterations per ray before it is declared a miss
 NEWTON_STEPS = 10        # iterations that may take Newton steps; safe steps only afterwards
-NEWTON_GAP_M = 1.0       # Newton steps (capped at 4 safe steps) below this gap [m]
+COARSE = 4               # the start guess comes from a cast at 1/COARSE resolution ...
+COARSE_MARGIN_M = 1.0    # ... lifted this far above the lowest neighbouring hit [m]
+NEWTON_GAP_M = 2.0       # Newton steps (capped at 4 safe steps) below this gap [m]
 EXPOSURE_PERCENTILE = 99.5  # auto-exposure: this radiance percentile of the left view ...
 EXPOSURE_LEVEL = 0.85       # ... maps to this fraction of full scale (times rig.gain)
 
@@ -144,12 +147,15 @@ def _patch(height: np.ndarray, row: np.ndarray, col: np.ndarray):
     return top + d_row * fr, d_row, d_top + (d_bottom - d_top) * fr, inside
 
 
-def ray_cast(terrain: Terrain, origin_m: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+def ray_cast(terrain: Terrain, origin_m: np.ndarray, dirs: np.ndarray,
+             t_start: np.ndarray | None = None) -> np.ndarray:
     """Parameter t >= 0 [m of optical depth] where C + t d first meets the terrain; NaN on miss.
 
     origin_m: (3,) camera centre in `map`. dirs: (K, 3) directions (any length; t scales with
-    them). Rays must point down (d_z < 0) to hit. Returns (K,) float32. Works in the grid's
-    index space with heights relative to the camera, in float32.
+    them). Rays must point down (d_z < 0) to hit. t_start: optional (K,) guess known to lie
+    above the surface (NaN: none); a ray found below it is re-marched from the top of the
+    terrain. Returns (K,) float32. Works in the grid's index space with heights relative to the
+    camera, in float32.
     """
     c = np.asarray(origin_m, np.float64)
     d = np.asarray(dirs, np.float64)
@@ -164,6 +170,9 @@ def ray_cast(terrain: Terrain, origin_m: np.ndarray, dirs: np.ndarray) -> np.nda
     dz = d[idx, 2].astype(f32)
     t = np.maximum(f32(0), f32(height.max()) / dz)
     t_above = t.copy()                                           # last t seen above the surface
+    if t_start is not None:
+        guess = np.asarray(t_start, f32)[idx]
+        t = np.where(np.isfinite(guess) & (guess > t), guess, t)
     rate = -dz + f32(LIPSCHITZ * terrain.cell_m) * np.hypot(drow, dcol)
     near_m = f32(2 * terrain.cell_m)
     newton_m = f32(NEWTON_GAP_M)
@@ -252,10 +261,27 @@ def _shade(terrain: Terrain, lighting: Lighting, points: np.ndarray,
     return albedo * (lit * direct + f32(lighting.ambient * s[2]))
 
 
+def _coarse_start(terrain, origin, dirs, shape):
+    """Per-ray start t from a cast at 1/COARSE of the resolution: the least t of the 3x3 coarse
+    neighbours, raised COARSE_MARGIN_M above the surface they hit. (K,) float32, NaN: none."""
+    h, w = shape
+    grid = dirs.reshape(h, w, 3)
+    coarse_dirs = grid[COARSE // 2::COARSE, COARSE // 2::COARSE]
+    ch, cw = coarse_dirs.shape[:2]
+    t = ray_cast(terrain, origin, coarse_dirs.reshape(-1, 3)).reshape(ch, cw)
+    t = cv2.erode(np.where(np.isfinite(t), t, np.float32(-1)), np.ones((3, 3), np.uint8),
+                  borderType=cv2.BORDER_REPLICATE)                 # 3x3 minimum
+    full = np.repeat(np.repeat(t, COARSE, axis=0), COARSE, axis=1)
+    full = np.pad(full, ((0, max(0, h - full.shape[0])), (0, max(0, w - full.shape[1]))),
+                  mode='edge')[:h, :w].reshape(-1)
+    start = full - np.float32(COARSE_MARGIN_M) / -dirs[:, 2].astype(np.float32)
+    return np.where(full > 0, start, np.nan).astype(np.float32)
+
+
 def _render_view(terrain, lighting, calib, R, origin):  # noqa: N803
     """(depth (K,), points (K, 3), radiance (K,)) float32 of one camera, row-major pixels."""
     dirs = camera_rays(calib, R)
-    t = ray_cast(terrain, origin, dirs)
+    t = ray_cast(terrain, origin, dirs, _coarse_start(terrain, origin, dirs, calib.shape))
     points = np.empty(dirs.shape, np.float32)
     for k in range(3):
         points[:, k] = np.float32(origin[k]) + t * dirs[:, k].astype(np.float32)
