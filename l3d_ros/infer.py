@@ -32,9 +32,9 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                              "pair's ground-truth depth.npy")
     parser.add_argument('--config', type=Path, default=None,
                         help='ROS parameter file (default: config/lunar_stereo.yaml)')
-    parser.add_argument('--stride', type=int, default=None,
-                        help='evaluate the hazard every STRIDE DEM cells (1 = every cell; '
-                             'default: automatic, as the node, a lattice of <= 150 a side)')
+    parser.add_argument('--stride', type=int, default=1,
+                        help='evaluate the hazard every STRIDE DEM cells (default 1: every '
+                             'cell, for scoring; the node uses auto_stride, <= 150 a side)')
 
 
 class DepthSource:
@@ -62,7 +62,7 @@ class DepthSource:
                         c.confidence_min), elapsed
 
 
-def process_pair(pair: StereoPair, source: DepthSource, stride: int | None = None
+def process_pair(pair: StereoPair, source: DepthSource, stride: int | None = 1
                  ) -> tuple[DepthResult, FrameHazard, float, np.ndarray]:
     """One pair -> (depth result, frame hazard, depth seconds, left image in [0, 1])."""
     left01, right01 = to_gray01(pair.left), to_gray01(pair.right)

@@ -258,3 +258,18 @@ def test_auto_stride_bounds_lattice_and_spacing():
     assert auto_stride((614, 600), 0.2, 4.0) == 5                 # 123 cells, 1.0 m
     assert auto_stride((3000, 3000), 0.2, 4.0) == 5               # spacing cap footprint/4
     assert auto_stride((3000, 10), 0.5, 4.0) == 2
+
+
+def test_frame_hazard_reuses_given_camera_points_and_reports_stages():
+    from l3d_ros.backends.base import DepthResult
+    from l3d_ros.geometry import backproject, StereoCalib
+    from l3d_ros.site import frame_hazard
+    calib = StereoCalib(700.0, 700.0, 63.5, 63.5, 2.0, 128, 128)
+    depth = np.full((128, 128), 30.0, np.float32)
+    depth[60:70, 60:70] = 29.0
+    res = DepthResult(depth, np.ones_like(depth), 46.7 * np.ones_like(depth))
+    stages = {}
+    a = frame_hazard(res, calib, None, None, CFG, timings_ms=stages)
+    b = frame_hazard(res, calib, None, None, CFG, points_cam=backproject(depth, calib))
+    np.testing.assert_array_equal(a.pixel_hazard, b.pixel_hazard)
+    assert a.pixel_hazard[64, 64] == 1 and set(stages) >= {'points', 'fusion', 'hazard', 'site'}

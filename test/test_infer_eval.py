@@ -45,13 +45,13 @@ def test_hazard_metrics_by_hand():
     assert m['hazard_f1'] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
 
 
-def _write_dataset(root, n=2):
-    """Nadir pairs (the sim's fx, B) over flat ground 30 m below with a 1 m high block."""
+def _write_dataset(root, n=2, altitude_m=30.0):
+    """Nadir pairs (the sim's fx, B) over flat ground `altitude_m` below with a 1 m block."""
     calib = StereoCalib(700.0, 700.0, 127.5, 127.5, 2.0, 256, 256)
     rng = np.random.default_rng(0)
     for i in range(n):
-        depth = np.full((256, 256), 30.0, np.float32)
-        depth[120:140, 120:140] = 29.0                              # ~0.9 m block
+        depth = np.full((256, 256), altitude_m, np.float32)
+        depth[120:140, 120:140] = altitude_m - 1.0                  # ~0.9 m block
         img = rng.integers(0, 255, (256, 256), dtype=np.uint8)
         write_pair(root / f'pair_{i}', StereoPair(f'pair_{i}', img, img, calib, depth,
                                                   np.zeros((256, 256), np.uint8)))
@@ -90,3 +90,14 @@ def test_eval_oracle_json(tmp_path):
     assert m['abs_rel'] == 0.0 and m['completeness'] == 1.0 and m['delta_1_25'] == 1.0
     assert m['hazard_precision'] == 0.0     # truth says all safe: every positive is false
     assert '| n_pairs | 2 |' in (tmp_path / 'm.md').read_text()
+
+
+def test_oracle_carries_no_stereo_margin_at_altitude(tmp_path):
+    """At 80 m the stereo sigma (~1.1 m) would leave nothing safe; exact depth needs none."""
+    _write_dataset(tmp_path / 'data', n=1, altitude_m=80.0)
+    args = argparse.Namespace(dataset=tmp_path / 'data', out=tmp_path / 'out', backend='oracle',
+                              config=None, stride=1, preview=False)
+    assert infer.run(args) == 0
+    haz = np.load(tmp_path / 'out' / 'pair_0' / 'hazard.npy')
+    assert haz[128, 128] == 1                                       # the block
+    assert haz[128, 40] == 0 and haz[40, 128] == 0                  # 8 m from it: flat, safe
