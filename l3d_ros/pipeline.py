@@ -104,22 +104,23 @@ class StereoPipeline:
         t2 = time.perf_counter()
         points_cam = backproject(result.depth_m, calib)
         t3 = time.perf_counter()
-        hazard = self._hazard(result, calib, pose, target_xy_m)
+        hazard = self._hazard(result, calib, points_cam, pose, target_xy_m)
         t4 = time.perf_counter()
         timings = {'normalise': t1 - t0, 'inference': t2 - t1, 'geometry': t3 - t2,
                    'hazard': t4 - t3}
         return FrameOutput(result, points_cam, hazard, left01, name,
                            {k: 1e3 * v for k, v in timings.items()}, faults)
 
-    def _hazard(self, result, calib, pose, target_xy_m) -> FrameHazard:
+    def _hazard(self, result, calib, points_cam, pose, target_xy_m) -> FrameHazard:
         if pose is None:              # no pose, no fusion: this frame alone, nadir assumed
-            return frame_hazard(result, calib, None, None, self.cfg.hazard, None, target_xy_m)
+            return frame_hazard(result, calib, None, None, self.cfg.hazard, None, target_xy_m,
+                                points_cam=points_cam)
         dropped = self.fusion.dropped
         hazard = frame_hazard(result, calib, pose[0], pose[1], self.cfg.hazard, self.fusion,
-                              target_xy_m)
+                              target_xy_m, points_cam=points_cam)
         if self.fusion.dropped - dropped > 0.5 * np.isfinite(result.depth_m).sum():
             # the view left the map (a new descent, a long divert): start a map around it
             self.reset_map()
             hazard = frame_hazard(result, calib, pose[0], pose[1], self.cfg.hazard,
-                                  self.fusion, target_xy_m)
+                                  self.fusion, target_xy_m, points_cam=points_cam)
         return hazard

@@ -3,17 +3,23 @@
 The hazard is the node's own `l3d_ros.hazard.hazard_from_dem` with the node's `HazardConfig`
 (the `l3d_stereo.hazard` section of the same parameter file), evaluated on the DEM crop the
 camera sees, resampled to `hazard.cell_m`; each left pixel takes the hazard of the cell holding
-the ground point its ray hit. Pixels that see no terrain, or whose cell is too near the crop edge
-to judge, are 255 (unknown).
+the ground point its ray hit. Pixels that see no terrain are 255 (unknown).
+
+Only terrain the view observed counts: DEM cells that no left pixel hits (beyond the image
+edge, behind a rim) are removed before the hazard is computed, so a pixel whose footprint disc
+reaches mostly into unseen terrain is unknown rather than judged from terrain no camera saw:
+the ground truth scores what perception of this view can know. Single-cell sampling gaps inside
+the view (a pixel footprint near the cell size at high altitude) are closed first.
 """
 from dataclasses import dataclass
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from l3d_ros.config import HazardConfig, load_node_config
-from l3d_ros.hazard import hazard_from_dem, HazardLayers, pixel_hazard
+from l3d_ros.hazard import GridGeometry, hazard_from_dem, HazardLayers, pixel_hazard
 from l3d_sim.terrain import Terrain
 
 
@@ -76,7 +82,17 @@ def view_hazard_layers(terrain: Terrain, points_world_m: np.ndarray,
     margin = cfg.footprint_m / 2 + 2 * cfg.cell_m
     lo, hi = xy.min(axis=0) - margin, xy.max(axis=0) + margin
     crop = crop_dem(terrain, (lo[0], hi[0]), (lo[1], hi[1]), cfg.cell_m)
-    return crop, hazard_from_dem(crop.height_m, crop.cell_m, cfg, origin_xy_m=crop.origin_xy_m)
+    dem = np.where(observed_cells(crop, xy), crop.height_m, np.nan).astype(np.float32)
+    return crop, hazard_from_dem(dem, crop.cell_m, cfg, origin_xy_m=crop.origin_xy_m)
+
+
+def observed_cells(crop: DemCrop, xy_m: np.ndarray) -> np.ndarray:
+    """(H, W) bool: crop cells holding at least one of the (N, 2) ground points, gaps closed."""
+    grid = GridGeometry(crop.origin_xy_m, crop.cell_m, crop.height_m.shape)
+    row, col = grid.cell_index(xy_m[:, 0], xy_m[:, 1])
+    hit = np.zeros(crop.height_m.shape, np.uint8)
+    hit[row[row >= 0], col[row >= 0]] = 1
+    return cv2.morphologyEx(hit, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)).astype(bool)
 
 
 def ground_truth_hazard(terrain: Terrain, points_world_m: np.ndarray,
