@@ -29,6 +29,8 @@ setup(
             'l3d = l3d_ros.cli:main',
             'l3d_stereo = l3d_ros.node:main',
             'l3d_sim_node = l3d_sim.sim_node:main',
+            'l3d_gz_camera_info = l3d_sim.gz_camera_info:main',
+            'l3d_guidance = l3d_sim.guidance_node:main',
         ],
     },
 )

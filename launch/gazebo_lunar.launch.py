@@ -4,7 +4,8 @@ Gazebo (gz-sim) lunar scene -> ROS 2 -> the perception node. Make the world firs
 `l3d sim gazebo-world OUT` (terrain heightmap, low sun with shadows, lunar gravity, a lander with
 two down-looking cameras). This starts gz-sim through ros_gz_sim's gz_sim.launch.py, bridges the
 cameras with ros_gz_bridge's parameter_bridge onto the node's relative inputs
-(left/image_rect, right/image_rect, left/camera_info, right/camera_info) and runs `l3d_stereo`
+(left/image_rect, right/image_rect, left/camera_info; the right camera_info through
+l3d_gz_camera_info, which adds the stereo baseline gz-sim leaves out) and runs `l3d_stereo`
 (package l3d_ros) with config/lunar_stereo.yaml from the package share.
 Needs a ROS 2 Jazzy/Kilted install with ros_gz (ros-<distro>-ros-gz).
 """
@@ -24,7 +25,9 @@ BRIDGED = (
     ('l3d/right/image', 'right/image_rect', 'sensor_msgs/msg/Image', 'gz.msgs.Image'),
     ('l3d/left/camera_info', 'left/camera_info', 'sensor_msgs/msg/CameraInfo',
      'gz.msgs.CameraInfo'),
-    ('l3d/right/camera_info', 'right/camera_info', 'sensor_msgs/msg/CameraInfo',
+    # gz-sim leaves the right P's Tx at 0: l3d_gz_camera_info adds the baseline and
+    # republishes it as right/camera_info
+    ('l3d/right/camera_info', 'gz/right/camera_info', 'sensor_msgs/msg/CameraInfo',
      'gz.msgs.CameraInfo'),
 )
 
@@ -44,6 +47,10 @@ def generate_launch_description():
         + ['/clock@rosgraph_msgs/msg/Clock[gz.msgs.Clock'],
         remappings=[(f'/{gz}', ros) for gz, ros, _, _ in BRIDGED],
         parameters=[{'use_sim_time': True}], output='screen')
+    baseline = Node(
+        package='l3d_ros', executable='l3d_gz_camera_info', name='l3d_gz_camera_info',
+        namespace=namespace, parameters=[{'config': params_file, 'use_sim_time': True}],
+        output='screen')
     stereo = Node(
         package='l3d_ros', executable='l3d_stereo', name='l3d_stereo', namespace=namespace,
         parameters=[params_file, {'use_sim_time': True}], output='screen', emulate_tty=True)
@@ -54,5 +61,5 @@ def generate_launch_description():
                               description='ROS 2 parameter file of the l3d nodes (YAML)'),
         DeclareLaunchArgument('namespace', default_value='',
                               description='namespace of the bridge and node; topics relative'),
-        gz_sim, bridge, stereo,
+        gz_sim, bridge, baseline, stereo,
     ])

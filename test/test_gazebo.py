@@ -94,7 +94,20 @@ def test_launch_file_compiles_and_names_the_right_nodes():
     for needle in ("package='l3d_ros', executable='l3d_stereo'", "'ros_gz_sim'",
                    "'gz_sim.launch.py'", "package='ros_gz_bridge', executable='parameter_bridge'",
                    "'lunar_stereo.yaml'", "'left/image_rect'", "'right/image_rect'",
-                   "'left/camera_info'", "'right/camera_info'"):
+                   "'left/camera_info'", "'gz/right/camera_info'",
+                   "executable='l3d_gz_camera_info'"):
         assert needle in text, needle
     for gz_topic in GZ_TOPICS.values():
         assert f"'{gz_topic}'" in text
+
+
+def test_camera_info_relay_adds_the_rig_baseline():
+    from l3d_ros.msg import calib_to_camera_infos, camera_infos_to_calib
+    from l3d_sim.gz_camera_info import with_baseline
+    from l3d_sim.render import rig_calib
+    cfg = load_sim_config()
+    left, right = calib_to_camera_infos(rig_calib(cfg.rig))
+    right.p[3] = 0.0                                       # what gz-sim publishes
+    fixed = with_baseline(right, cfg.rig.baseline_m)
+    assert camera_infos_to_calib(left, fixed).baseline_m == pytest.approx(cfg.rig.baseline_m)
+    assert right.p[3] == 0.0                               # the input is not modified
