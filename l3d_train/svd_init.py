@@ -161,7 +161,7 @@ def svd_init_decoder(teacher: Decoder, student: Decoder) -> dict:
     W = P.T @ teacher.decoder_embed.weight.double()                     # (d_s, e_t)
     e_s = student.decoder_embed.in_features
     if e_s != W.shape[1]:
-        W = W @ torch.linalg.svd(W, full_matrices=False)[2][:e_s].T        # (d_s, e_s)
+        W = W @ torch.linalg.svd(W, full_matrices=True)[2][:e_s].T         # (d_s, e_s)
     _set(student.decoder_embed, W, P.T @ teacher.decoder_embed.bias.double())
     for t, s in zip(_blocks(teacher, idx), _blocks(student, list(range(len(idx))))):
         _map_block(t, s, P, nh_t)

@@ -52,8 +52,8 @@ class CnnEncoder(nn.Module):
         layers, c = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6()], 16
         for i, w in enumerate(widths):
             layers.append(InvertedResidual(c, w, 2))
-            layers += [InvertedResidual(w, w, 1) for _ in range(depth - 1 if i == n_stages - 1
-                                                                  else 0)]
+            repeats = depth - 1 if i == n_stages - 1 else 0
+            layers += [InvertedResidual(w, w, 1) for _ in range(repeats)]
             c = w
         self.body = nn.Sequential(*layers)
         self.proj = nn.Conv2d(c, dim, 1)

@@ -17,9 +17,9 @@ class StudentSpec:
     enc_dim: int = 96                       # token width of the encoder output
     enc_depth: int = 4                      # ViT blocks, or inverted-residual blocks per stage
     enc_heads: int = 4
-    dec_dim: int = 96                       # residual width of the cross-attention decoder
+    dec_dim: int = 64                       # residual width of the cross-attention decoder
     dec_depth: int = 2
-    dec_heads: int = 6                      # = the teacher's, so SVD init maps head by head
+    dec_heads: int = 4                      # = the teacher's, so SVD init maps head by head
     mlp_ratio: float = 4.0
     patch_size: int = 16                    # encoder stride [px]; tokens are (H/p) x (W/p)
     input_size: tuple[int, int] = (256, 256)  # (height, width) the network runs at [px]
@@ -56,13 +56,13 @@ class StudentSpec:
 
 
 # The reduced teacher: trained on dense simulator ground truth when no MASt3R teacher is given.
-TEACHER = StudentSpec(name='teacher', enc_dim=192, enc_depth=6, enc_heads=6, dec_dim=192,
-                      dec_depth=4, dec_heads=6, head_dim=32)
+TEACHER = StudentSpec(name='teacher', enc_dim=128, enc_depth=4, enc_heads=4, dec_dim=128,
+                      dec_depth=3, dec_heads=4, head_dim=24)
 FLIGHT = StudentSpec()
 FAMILY = {
-    'flight': FLIGHT,                                                   # ViT-T enc, small dec
-    'vit-s-enc': replace(FLIGHT, name='vit-s-enc', enc_dim=192, enc_depth=6, enc_heads=6),
-    'vit-l-dec': replace(FLIGHT, name='vit-l-dec', dec_dim=192, dec_depth=4),
+    'flight': FLIGHT,                                            # ViT-T encoder, small decoder
+    'vit-l-enc': replace(FLIGHT, name='vit-l-enc', enc_dim=128, enc_depth=6),
+    'vit-l-dec': replace(FLIGHT, name='vit-l-dec', dec_dim=128, dec_depth=3),
     'cnn': replace(FLIGHT, name='cnn', encoder='cnn'),
     'vit-nocorr': replace(FLIGHT, name='vit-nocorr', corr=False),
 }

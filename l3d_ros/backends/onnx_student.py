@@ -1,0 +1,128 @@
+"""Distilled stereo student served by ONNX Runtime (no torch, no pickle at run time).
+
+The model (models/manifest.json, INTERFACES.md section 8) takes the rectified pair resized to its
+fixed input size, `left` and `right` (1, 1, h, w) float32 grey in [0, 1], and returns
+`disparity_px` (1, 1, h, w), the left view's disparity in pixels of the input resolution, and
+`confidence` (1, 1, h, w) in [0, 1]. Depth is never a learned scale: the disparity is rescaled
+to the image width and depth_m = fx * baseline_m / disparity_px with the pair's calibration.
+The file's sha256 must match the manifest, or the backend refuses it (the pipeline then runs
+SGBM).
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from l3d_ros.backends.base import DepthResult
+from l3d_ros.config import StudentConfig
+from l3d_ros.geometry import disparity_to_depth, StereoCalib
+
+MANIFEST_FORMAT = 1
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resize_to(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32 -> (h, w): area averaging when shrinking, bilinear when enlarging."""
+    h, w = size_hw
+    if img.shape == (h, w):
+        return img.astype(np.float32, copy=False)
+    shrink = h < img.shape[0] or w < img.shape[1]
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def disparity_to_result(disp_in_px: np.ndarray, confidence: np.ndarray,
+                        calib: StereoCalib) -> DepthResult:
+    """Network outputs (h, w) at input resolution -> DepthResult at calib's (H, W).
+
+    disp_in_px [px of the input width] is resized and scaled by W / w; depth from the baseline.
+    """
+    H, W = calib.shape
+    disp = resize_to(np.asarray(disp_in_px, np.float32), (H, W)) * np.float32(
+        W / disp_in_px.shape[1])
+    conf = np.clip(resize_to(np.asarray(confidence, np.float32), (H, W)), 0.0, 1.0)
+    depth = disparity_to_depth(disp, calib.fx, calib.baseline_m)
+    disp = np.where(np.isfinite(depth), disp, np.nan).astype(np.float32)
+    return DepthResult(depth, np.where(np.isfinite(depth), conf, 0.0).astype(np.float32), disp)
+
+
+def read_manifest(path: Path) -> dict:
+    manifest = json.loads(Path(path).read_text())
+    if manifest.get('format') != MANIFEST_FORMAT or not manifest.get('models'):
+        raise ValueError(f'{path}: format={manifest.get("format")!r}, expected '
+                         f'{MANIFEST_FORMAT} with a non-empty models list')
+    return manifest
+
+
+def select_entry(manifest: dict, path: Path, file_name: str | None = None) -> dict:
+    """The manifest entry of `file_name`, or the manifest's default model."""
+    if file_name is None:
+        wanted = manifest.get('default', manifest['models'][0]['name'])
+        found = [m for m in manifest['models'] if m['name'] == wanted]
+    else:
+        found = [m for m in manifest['models'] if m['file'] == file_name]
+    if not found:
+        raise ValueError(f'{path}: no model {file_name or wanted!r}; listed: '
+                         f'{[m["file"] for m in manifest["models"]]}')
+    return found[0]
+
+
+class OnnxStudentBackend:
+    """(left01, right01, calib) -> DepthResult with an ONNX student on the CPU."""
+
+    name = 'student'
+
+    def __init__(self, onnx_path: Path, sha256: str, input_size: tuple[int, int],
+                 threads: int = 2, model_name: str = 'student'):
+        onnx_path = Path(onnx_path)
+        if not onnx_path.is_file():
+            raise FileNotFoundError(f'student model {onnx_path}: missing')
+        actual = file_sha256(onnx_path)
+        if actual != sha256:
+            raise ValueError(f'student model {onnx_path}: sha256 {actual} does not match the '
+                             f'manifest sha256 {sha256}; refusing it')
+        self.sha256, self.model_name = actual, model_name
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(onnx_path.read_bytes(), opts,
+                                            providers=['CPUExecutionProvider'])
+
+    @classmethod
+    def from_manifest(cls, root: Path, cfg: StudentConfig) -> 'OnnxStudentBackend':
+        """cfg.model: models/manifest.json (or an .onnx listed in the manifest beside it),
+        relative to `root` unless absolute. Raises FileNotFoundError / ValueError."""
+        path = Path(cfg.model) if Path(cfg.model).is_absolute() else Path(root) / cfg.model
+        manifest_path = path if path.suffix == '.json' else path.parent / 'manifest.json'
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f'student manifest {manifest_path}: missing')
+        manifest = read_manifest(manifest_path)
+        entry = select_entry(manifest, manifest_path, None if path.suffix == '.json'
+                             else path.name)
+        return cls(manifest_path.parent / entry['file'], entry['sha256'], entry['input_size'],
+                   cfg.threads, entry['name'])
+
+    def infer(self, left01: np.ndarray, right01: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) images in [0, 1] -> disparity [px at input width], confidence, both (h, w)."""
+        feeds = {name: resize_to(np.asarray(img, np.float32), self.input_size)[None, None]
+                 for name, img in (('left', left01), ('right', right01))}
+        disp, conf = self.session.run(['disparity_px', 'confidence'], feeds)
+        return disp[0, 0], conf[0, 0]
+
+    def compute(self, left01: np.ndarray, right01: np.ndarray,
+                calib: StereoCalib) -> DepthResult:
+        if left01.shape != calib.shape or right01.shape != calib.shape:
+            raise ValueError(f'left {left01.shape}, right {right01.shape}: expected the '
+                             f'calibration size {calib.shape}')
+        disp, conf = self.infer(left01, right01)
+        return disparity_to_result(disp, conf, calib)
