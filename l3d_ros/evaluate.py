@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--md', type=Path, default=None, help='also a Markdown table')
 
 
-def evaluate(dataset: Path, source: DepthSource, stride: int | None = 1) -> dict:
+def evaluate(dataset: Path, source: DepthSource, stride: int | None = None) -> dict:
     depth, hazard = DepthCounts(), HazardCounts()
     latency_ms, hazard_ms = [], []
     pairs = list_pairs(dataset)

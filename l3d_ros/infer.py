@@ -1,12 +1,15 @@
 """`l3d infer DATASET --out OUT`: depth, confidence and hazard of every pair folder.
 
 Writes OUT/<pair>/depth.npy (float32, NaN invalid), confidence.npy (float32 0..1) and
-hazard.npy (uint8 0 safe, 1 hazard, 255 unknown; INTERFACES.md sections 3 and 6), plus
-preview.png with --preview. Each pair is an independent scene: a fresh DEM per pair, the pose
+hazard.npy (uint8 0 safe, 1 hazard, 255 unknown; INTERFACES.md sections 3 and 6), the
+hazard map the node would publish (hazard_map.npy: OccupancyGrid values, hazard_map.json: its
+grid in `map` and the safe site), plus preview.png with --preview. Each pair is an independent
+scene: a fresh DEM per pair, the pose
 from pose.json when present, else nadir at the median depth. The per-frame hazard is
 l3d_ros.site.frame_hazard, the very function the node runs.
 """
 import argparse
+import json
 from pathlib import Path
 import time
 
@@ -32,9 +35,17 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                              "pair's ground-truth depth.npy")
     parser.add_argument('--config', type=Path, default=None,
                         help='ROS parameter file (default: config/lunar_stereo.yaml)')
-    parser.add_argument('--stride', type=int, default=1,
-                        help='evaluate the hazard every STRIDE DEM cells (default 1: every '
-                             'cell, for scoring; the node uses auto_stride, <= 150 a side)')
+    parser.add_argument('--stride', type=_stride, default=None,
+                        help="evaluate the hazard every STRIDE DEM cells; default 'auto', "
+                             "the node's own choice (lattice <= 150 a side); 1: every cell")
+
+
+def _stride(text: str) -> int | None:
+    if text == 'auto':
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"stride={text!r}: expected 'auto' or an integer >= 1")
+    return int(text)
 
 
 class DepthSource:
@@ -62,7 +73,7 @@ class DepthSource:
                         c.confidence_min), elapsed
 
 
-def process_pair(pair: StereoPair, source: DepthSource, stride: int | None = 1
+def process_pair(pair: StereoPair, source: DepthSource, stride: int | None = None
                  ) -> tuple[DepthResult, FrameHazard, float, np.ndarray]:
     """One pair -> (depth result, frame hazard, depth seconds, left image in [0, 1])."""
     left01, right01 = to_gray01(pair.left), to_gray01(pair.right)
@@ -72,6 +83,16 @@ def process_pair(pair: StereoPair, source: DepthSource, stride: int | None = 1
     frame = frame_hazard(result, pair.calib, pair.R_world_cam, pair.t_world_cam,
                          source.cfg.hazard, stride=stride, exact_depth=source.name == 'oracle')
     return result, frame, seconds, left01
+
+
+def write_hazard_map(out: Path, frame: FrameHazard) -> None:
+    """hazard_map.npy (int8, the node's OccupancyGrid values) and hazard_map.json (its grid)."""
+    grid = frame.layers.grid
+    np.save(out / 'hazard_map.npy', frame.occupancy.astype(np.int8))
+    meta = {'frame_id': 'map', 'cell_m': grid.cell_m, 'origin_xy_m': list(grid.origin_xy_m),
+            'rows': int(frame.occupancy.shape[0]), 'cols': int(frame.occupancy.shape[1]),
+            'safe_site_xy_m': None if frame.site is None else frame.site.xy_m.tolist()}
+    (out / 'hazard_map.json').write_text(json.dumps(meta, indent=2) + '\n')
 
 
 def node_config(path: Path | None, backend: str | None) -> tuple[StereoNodeConfig, str]:
@@ -91,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         np.save(out / 'depth.npy', result.depth_m.astype(np.float32))
         np.save(out / 'confidence.npy', result.confidence.astype(np.float32))
         np.save(out / 'hazard.npy', frame.pixel_hazard.astype(np.uint8))
+        write_hazard_map(out, frame)
         if args.preview:
             from l3d_ros.preview import write_overlay
             write_overlay(out / 'preview.png', left01, frame, pair.calib)
