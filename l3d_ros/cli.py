@@ -16,6 +16,7 @@ COMMANDS = {
     'eval': ('l3d_ros.evaluate', 'depth and hazard metrics of a backend on a dataset (JSON)'),
     'land': ('l3d_sim.campaign', 'closed-loop Monte Carlo landings (JSON + report)'),
     'hil': ('l3d_sim.hil', 'hardware-in-the-loop harness: node as a separate flight computer'),
+    'record': ('l3d_ros.bag', 'record topics to an MCAP bag (ROS 2 profile)'),
     'replay': ('l3d_ros.replay', 'feed a recorded MCAP bag back into the node'),
     'bench': ('l3d_ros.bench', 'latency, throughput and memory of each backend (JSON + md)'),
     'train': ('l3d_train.train_cli', 'teacher training / fine-tuning'),
