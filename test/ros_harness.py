@@ -71,6 +71,14 @@ class Peer:
                 self.received[topic].append(msg)
         return callback
 
+    def wait_connected(self, timeout_s: float = 20.0) -> None:
+        """Block until the node's subscriptions to every input have been discovered."""
+        deadline = time.monotonic() + timeout_s
+        while any(p.get_subscription_count() == 0 for p in self.pub.values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError('the node did not subscribe to all inputs in time')
+            time.sleep(0.05)
+
     def publish_pair(self, left, right, calib, stamp_ns, left_encoding='mono8',
                      right_encoding='mono8', frame_id='l3d_left_optical'):
         stamp = conv.ns_to_stamp(stamp_ns)
