@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 import platform
+import sys
 import timeit
 
 import numpy as np
@@ -164,7 +165,9 @@ def _flight(args, teacher, train_dir, eval_dir, cache) -> int:
                'onnx_latency_ms_2threads': round(onnx_latency_ms(backend), 1),
                'machine': f'{platform.machine()} {platform.processor() or ""}'.strip()}
     data = {'train_seed': TRAIN_SEED, 'train_pairs': args.pairs, 'eval_seed': EVAL_SEED,
-            'eval_pairs': args.eval_pairs, 'command': 'l3d distill flight --out models'}
+            'eval_pairs': args.eval_pairs, 'steps': args.steps,
+            'teacher_steps': args.teacher_steps, 'batch': args.batch,
+            'command': 'l3d distill ' + ' '.join(sys.argv[2:])}
     entry = manifest_entry(model, onnx_path, 'flight',
                            {'recipe': meta['recipe'], 'svd_init': meta['svd_init'],
                             'teacher': teacher_record(teacher), 'eval': figures, 'data': data,
