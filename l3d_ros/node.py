@@ -4,7 +4,6 @@ Callbacks only hand messages to the synchroniser; a matched set goes into a one-
 (newest pair wins, replaced pairs are counted) and a worker thread runs the pipeline and
 publishes. A bad frame is dropped, counted and reported; it never stops the node.
 """
-from collections import deque
 import sys
 import threading
 import time
@@ -25,19 +24,12 @@ from stereo_msgs.msg import DisparityImage
 
 from l3d_ros import msg as conv
 from l3d_ros.config import flatten, from_dict, NODE_NAME, StereoNodeConfig, unflatten
+from l3d_ros.health import ERROR, Health, OK, WARN
 from l3d_ros.pipeline import StereoPipeline
 from l3d_ros.sync import LatestSlot, StereoSynchronizer
 
-LATENCY_WINDOW = 200   # frames kept for the latency statistics on /diagnostics
 MAP_FRAME = 'map'
-DROP_REASONS = {
-    'dropped_stale': 'stale (older than the newest input by more than sync.max_age_s)',
-    'duplicates': 'with a repeated stamp',
-    'time_jumps': 'time jumps backwards (queues cleared)',
-    'dropped_overflow': 'beyond sync.queue_size',
-}
-RECENT_FAULTS = 20      # distinct faults listed per /diagnostics message
-SILENT_AFTER_S = 1.0    # an input this much older than the newest is reported lost
+LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 
 
 class StereoNode(Node):
@@ -56,16 +48,9 @@ class StereoNode(Node):
                                        self.cfg.sync.queue_size, self.cfg.sync.max_age_s)
         self.slot = LatestSlot()
         self.pose = None                   # (R_world_cam, t_world_cam) from camera_pose
-        self.faults = 0
-        self.last_fault = self.pipeline.init_fault
-        self.frames = 0
-        self.latency_ms = deque(maxlen=LATENCY_WINDOW)
-        self.stage_ms: dict[str, float] = {}
-        self.last_arrival: dict[str, float] = {}   # input stream -> monotonic arrival [s]
-        self.last_stamp_ns = None                  # of the last processed pair
-        self.last_checksum = None                  # of the last processed pair's images
-        self._drops_seen: dict[str, int] = {}
-        self.recent_faults = deque(maxlen=RECENT_FAULTS)   # since the last /diagnostics
+        self.health = Health(self.pipeline.init_fault)
+        self.last_stamp_ns = None          # of the last processed pair
+        self.last_checksum = None          # of the last processed pair's images
         self.lock = threading.Lock()
 
         qos_in = QoSProfile(depth=self.cfg.qos.depth, reliability=(
@@ -93,8 +78,8 @@ class StereoNode(Node):
         inputs = 'reliable' if self.cfg.qos.reliable else 'best effort'
         self.get_logger().info(f'backend {self.pipeline.active_backend}, '
                                f'sync {self.cfg.sync.mode}, inputs {inputs}')
-        if self.last_fault:
-            self.get_logger().error(self.last_fault)
+        if self.pipeline.init_fault:
+            self.get_logger().error(self.pipeline.init_fault)
 
     # -- parameters ---------------------------------------------------------------------------
     def _config_from_parameters(self, overrides=None) -> StereoNodeConfig:
@@ -113,7 +98,7 @@ class StereoNode(Node):
     # -- inputs -------------------------------------------------------------------------------
     def _on_input(self, stream: str):
         def callback(msg):
-            self.last_arrival[stream] = time.monotonic()
+            self.health.arrived(stream, time.monotonic())
             with self.lock:
                 matched = self.sync.add(stream, conv.stamp_to_ns(msg.header.stamp), msg)
             if matched is not None:
@@ -127,9 +112,7 @@ class StereoNode(Node):
             self._fault(f'camera_pose rejected: {exc}')
 
     def _fault(self, text: str) -> None:
-        self.faults += 1
-        self.last_fault = text
-        self.recent_faults.append(text)
+        self.health.fault(text)
         self.get_logger().error(text, throttle_duration_sec=1.0)
 
     # -- processing ---------------------------------------------------------------------------
@@ -141,6 +124,8 @@ class StereoNode(Node):
             if self._pending_cfg is not None:
                 self.cfg, self._pending_cfg = self._pending_cfg, None
                 self.pipeline = StereoPipeline(self.cfg)
+                if self.pipeline.init_fault:
+                    self._fault(self.pipeline.init_fault)
             try:
                 self._process(*item)
             except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the node
@@ -181,9 +166,7 @@ class StereoNode(Node):
                 out.points_m, out.intensity, res.confidence, header))
         self._publish_hazard(out.hazard, header)
         t2 = time.perf_counter()
-        self.frames += 1
-        self.latency_ms.append(1e3 * (t2 - t0))
-        self.stage_ms = dict(out.timings_ms, convert=1e3 * (t1 - t0))
+        self.health.frame_done(1e3 * (t2 - t0), dict(out.timings_ms, decode=1e3 * (t1 - t0)))
 
     def _publish_hazard(self, hazard, header) -> None:
         """hazard_map on the DEM block this frame touched; safe_site only when one is safe."""
@@ -197,49 +180,18 @@ class StereoNode(Node):
                 np.eye(3), np.array([x, y, hazard.site.height_m]), map_header))
 
     # -- diagnostics --------------------------------------------------------------------------
-    def _silent_inputs(self) -> list[str]:
-        """Input streams that stopped while others still arrive (a dead camera)."""
-        if not self.last_arrival:
-            return []
-        newest = max(self.last_arrival.values())
-        return [f'{s} silent for {newest - self.last_arrival.get(s, -np.inf):.1f} s'
-                for s in ('left', 'right', 'left_info', 'right_info')
-                if newest - self.last_arrival.get(s, -np.inf) > SILENT_AFTER_S]
-
-    def _report_drops(self, drops: dict) -> None:
-        """Name every kind of dropped input that grew since the last report."""
-        grown = {k: v - self._drops_seen.get(k, 0) for k, v in drops.items()
-                 if k in DROP_REASONS and v > self._drops_seen.get(k, 0)}
-        self._drops_seen = drops
-        if grown:
-            self._fault('inputs dropped: ' + ', '.join(
-                f'{n} {DROP_REASONS[k]}' for k, n in grown.items()))
-
     def _publish_diagnostics(self) -> None:
-        silent = self._silent_inputs()
-        if silent:
-            self._fault('input lost: ' + '; '.join(silent))
-        lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
         drops = dict(self.sync.snapshot(), replaced=self.slot.replaced)
-        self._report_drops(drops)
-        level = DiagnosticStatus.OK
-        if self.pipeline.active_backend != self.cfg.backend or self.last_fault:
-            level = DiagnosticStatus.WARN
-        if self.pipeline.init_fault:
-            level = DiagnosticStatus.ERROR
-        values = {'backend': self.pipeline.active_backend, 'configured_backend': self.cfg.backend,
-                  'model_sha256': self.pipeline.model_sha256, 'frames': self.frames,
-                  'latency_ms_median': f'{np.median(lat):.1f}',
-                  'latency_ms_p95': f'{np.percentile(lat, 95):.1f}',
-                  'latency_ms_p99': f'{np.percentile(lat, 99):.1f}',
-                  'faults': self.faults, 'last_fault': self.last_fault,
-                  'recent_faults': ' | '.join(dict.fromkeys(self.recent_faults)),
-                  **{f'drops_{k}': v for k, v in drops.items()}}
-        status = DiagnosticStatus(level=level, name=f'{self.get_name()}: stereo pipeline',
-                                  hardware_id='l3d_ros', message=self.last_fault or 'ok',
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in
-                                          values.items()])
-        self.recent_faults.clear()
+        report = self.health.report(self.pipeline.active_backend, self.cfg.backend,
+                                    self.pipeline.model_sha256, bool(self.pipeline.init_fault),
+                                    drops)
+        if report.level != OK:
+            self.get_logger().warn(report.message, throttle_duration_sec=5.0)
+        status = DiagnosticStatus(level=LEVELS[report.level], hardware_id='l3d_ros',
+                                  name=f'{self.get_name()}: stereo pipeline',
+                                  message=report.message,
+                                  values=[KeyValue(key=k, value=v)
+                                          for k, v in report.values.items()])
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(msg)

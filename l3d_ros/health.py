@@ -1,0 +1,106 @@
+"""The node's health book-keeping, without ROS: faults, lost inputs, drops, latency.
+
+`StereoNode` feeds it events and turns `report()` into a diagnostic_msgs/DiagnosticStatus once a
+second. Levels follow diagnostic_msgs: 0 OK, 1 WARN (faults since the last report, or running
+on the fallback backend), 2 ERROR (the configured model was refused).
+"""
+from collections import deque
+from dataclasses import dataclass
+import math
+import threading
+
+import numpy as np
+
+OK, WARN, ERROR = 0, 1, 2
+LATENCY_WINDOW = 200    # frames kept for the latency statistics
+RECENT_FAULTS = 20      # distinct faults listed per report
+SILENT_AFTER_S = 1.0    # an input this much older than the newest is reported lost
+STREAMS = ('left', 'right', 'left_info', 'right_info')
+DROP_REASONS = {
+    'dropped_stale': 'stale (older than the newest input by more than sync.max_age_s)',
+    'duplicates': 'with a repeated stamp',
+    'time_jumps': 'time jumps backwards (queues cleared)',
+    'dropped_overflow': 'beyond sync.queue_size',
+}
+
+
+@dataclass(frozen=True)
+class Report:
+    level: int
+    message: str
+    values: dict[str, str]
+
+
+class Health:
+    """Thread-safe: callbacks, the worker and the diagnostics timer all write to it."""
+
+    def __init__(self, init_fault: str = ''):
+        self.lock = threading.Lock()
+        self.faults = 0
+        self.last_fault = init_fault
+        self.recent = deque([init_fault] if init_fault else [], maxlen=RECENT_FAULTS)
+        self.frames = 0
+        self.latency_ms = deque(maxlen=LATENCY_WINDOW)
+        self.stage_ms: dict[str, deque] = {}
+        self.arrival_s: dict[str, float] = {}
+        self.drops_seen: dict[str, int] = {}
+
+    def fault(self, text: str) -> None:
+        with self.lock:
+            self.faults += 1
+            self.last_fault = text
+            self.recent.append(text)
+
+    def arrived(self, stream: str, now_s: float) -> None:
+        self.arrival_s[stream] = now_s
+
+    def frame_done(self, latency_ms: float, stage_ms: dict[str, float]) -> None:
+        with self.lock:
+            self.frames += 1
+            self.latency_ms.append(latency_ms)
+            for k, v in stage_ms.items():
+                self.stage_ms.setdefault(k, deque(maxlen=LATENCY_WINDOW)).append(v)
+
+    def silent_inputs(self) -> list[str]:
+        """Inputs that stopped while others still arrive (a dead camera), as sentences."""
+        if not self.arrival_s:
+            return []
+        newest = max(self.arrival_s.values())
+        ages = {s: newest - self.arrival_s.get(s, -math.inf) for s in STREAMS}
+        return [f'{s} silent for {age:.1f} s' for s, age in ages.items() if age > SILENT_AFTER_S]
+
+    def _new_drops(self, drops: dict[str, int]) -> str:
+        grown = {k: v - self.drops_seen.get(k, 0) for k, v in drops.items()
+                 if k in DROP_REASONS and v > self.drops_seen.get(k, 0)}
+        self.drops_seen = dict(drops)
+        return ', '.join(f'{n} {DROP_REASONS[k]}' for k, n in grown.items())
+
+    def report(self, active_backend: str, configured_backend: str, model_sha256: str,
+               model_refused: bool, drops: dict[str, int]) -> Report:
+        """The status since the last report; faults listed once, then forgotten."""
+        if silent := self.silent_inputs():
+            self.fault('input lost: ' + '; '.join(silent))
+        if dropped := self._new_drops(drops):
+            self.fault(f'inputs dropped: {dropped}')
+        with self.lock:
+            recent = list(dict.fromkeys(self.recent))
+            self.recent.clear()
+            lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
+            stages = {k: float(np.median(v)) for k, v in self.stage_ms.items()}
+            level = OK
+            if recent or active_backend != configured_backend:
+                level = WARN
+            if model_refused:
+                level = ERROR
+            values = {
+                'backend': active_backend, 'configured_backend': configured_backend,
+                'model_sha256': model_sha256, 'frames': self.frames,
+                'latency_ms_median': f'{np.median(lat):.1f}',
+                'latency_ms_p95': f'{np.percentile(lat, 95):.1f}',
+                'latency_ms_p99': f'{np.percentile(lat, 99):.1f}',
+                **{f'stage_ms_{k}': f'{v:.1f}' for k, v in stages.items()},
+                'faults': self.faults, 'last_fault': self.last_fault,
+                'recent_faults': ' | '.join(recent),
+                **{f'drops_{k}': v for k, v in drops.items()}}
+            message = recent[-1] if recent else ('ok' if level == OK else self.last_fault)
+        return Report(level, message, {k: str(v) for k, v in values.items()})

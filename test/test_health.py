@@ -1,0 +1,51 @@
+from l3d_ros.health import ERROR, Health, OK, SILENT_AFTER_S, WARN
+
+
+def report(health, active='sgbm', configured='sgbm', refused=False, drops=None):
+    return health.report(active, configured, '', refused, drops or {})
+
+
+def test_quiet_node_is_ok_and_faults_are_listed_once():
+    h = Health()
+    assert report(h).level == OK
+    h.fault('frame dropped: bad encoding')
+    h.fault('frame dropped: bad encoding')
+    first = report(h)
+    assert first.level == WARN and first.values['recent_faults'] == 'frame dropped: bad encoding'
+    assert first.values['faults'] == '2'
+    second = report(h)
+    assert second.level == OK and second.values['recent_faults'] == ''
+    assert second.values['last_fault'] == 'frame dropped: bad encoding'   # history kept
+
+
+def test_fallback_warns_and_a_refused_model_is_an_error_every_time():
+    assert report(Health(), active='sgbm', configured='student').level == WARN
+    h = Health('backend student refused: sha256 mismatch')
+    assert report(h, refused=True).level == ERROR
+    assert report(h, refused=True).level == ERROR
+
+
+def test_a_silent_camera_is_named():
+    h = Health()
+    for stream in ('left', 'right', 'left_info', 'right_info'):
+        h.arrived(stream, 10.0)
+    for stream in ('left', 'left_info', 'right_info'):
+        h.arrived(stream, 10.0 + 2 * SILENT_AFTER_S)
+    r = report(h)
+    assert r.level == WARN and 'right silent for 2.0 s' in r.values['recent_faults']
+
+
+def test_drops_are_reported_when_they_grow():
+    h = Health()
+    r = report(h, drops={'dropped_stale': 3, 'duplicates': 0, 'replaced': 7})
+    assert '3 stale' in r.values['recent_faults'] and r.values['drops_replaced'] == '7'
+    assert report(h, drops={'dropped_stale': 3, 'duplicates': 0}).level == OK
+
+
+def test_latency_statistics():
+    h = Health()
+    for ms in range(1, 101):
+        h.frame_done(float(ms), {'inference': 2.0 * ms})
+    v = report(h).values
+    assert v['frames'] == '100' and v['latency_ms_median'] == '50.5'
+    assert v['stage_ms_inference'] == '101.0'
