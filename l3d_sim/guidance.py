@@ -1,0 +1,117 @@
+"""Landing guidance (pure numpy): approach, HDA retargeting, terminal vertical descent.
+
+Phases, from the navigation estimate and the altimeter height h above the ground:
+- approach (h > gate): fly towards the target while descending;
+- hda (terminal < h <= gate): the perception node's scans arrive (`on_hazard`); the target
+  moves to the node's `safe_site` when the current target is not safe in the newest hazard map,
+  as long as the new site is within the divert budget;
+- terminal (h <= terminal_altitude_m): the target is frozen; the lander hovers until it is
+  within `terminal_error_m` of it, then descends vertically at `touchdown_speed_m_s`.
+
+The command is a thrust acceleration [m/s^2] in `map`: a speed loop on a height-scheduled
+vertical speed and a position-to-speed horizontal loop, plus gravity compensation.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from l3d_ros.config import HazardConfig
+from l3d_ros.hazard import GridGeometry
+from l3d_sim.mission_config import GuidanceConfig
+
+SAFE_OCCUPANCY_MAX = 49     # OccupancyGrid values 0..49 are safe (l3d_ros.hazard_to_occupancy)
+
+
+def target_is_safe(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
+                   footprint_m: float) -> bool:
+    """True when every map cell within footprint/2 of `xy_m` is known and safe (0..49).
+
+    occupancy: (H, W) int8 OccupancyGrid values on `grid`; cells off the grid are unknown.
+    """
+    x, y = (float(v) for v in np.asarray(xy_m).reshape(2))
+    r = footprint_m / 2
+    rows, cols = grid.shape
+    c = grid.cell_m
+    j0 = int(np.floor((x - r - grid.origin_xy_m[0]) / c))
+    i0 = int(np.floor((y - r - grid.origin_xy_m[1]) / c))
+    j1 = int(np.ceil((x + r - grid.origin_xy_m[0]) / c))
+    i1 = int(np.ceil((y + r - grid.origin_xy_m[1]) / c))
+    ii, jj = np.mgrid[i0:i1 + 1, j0:j1 + 1]
+    cx, cy = grid.cell_centre(ii, jj)
+    disc = np.hypot(cx - x, cy - y) <= r
+    if not disc.any():
+        return False
+    ii, jj = ii[disc], jj[disc]
+    if ii.min() < 0 or jj.min() < 0 or ii.max() >= rows or jj.max() >= cols:
+        return False
+    values = occupancy[ii, jj]
+    return bool(((values >= 0) & (values <= SAFE_OCCUPANCY_MAX)).all())
+
+
+@dataclass
+class Guidance:
+    """State of the guidance for one landing; `command` and `on_hazard` advance it."""
+
+    cfg: GuidanceConfig
+    hazard: HazardConfig
+    nominal_xy_m: np.ndarray
+    gravity_m_s2: float = 1.62
+    target_xy_m: np.ndarray = field(init=False)
+    phase: str = field(init=False, default='approach')
+    retargets: int = field(init=False, default=0)
+
+    def __post_init__(self):
+        self.nominal_xy_m = np.asarray(self.nominal_xy_m, np.float64).reshape(2)
+        self.target_xy_m = self.nominal_xy_m.copy()
+
+    def on_hazard(self, occupancy: np.ndarray | None, grid: GridGeometry | None,
+                  site_xy_m: np.ndarray | None, position_m: np.ndarray,
+                  altitude_m: float) -> str:
+        """One scan's hazard map and safe site (None: none safe). Returns the decision:
+        'keep' (target safe), 'retarget', 'no_site', 'out_of_budget' or 'frozen'."""
+        if self.phase == 'terminal':
+            return 'frozen'
+        if occupancy is not None and target_is_safe(occupancy, grid, self.target_xy_m,
+                                                    self.hazard.footprint_m):
+            return 'keep'
+        if site_xy_m is None:
+            return 'no_site'
+        site = np.asarray(site_xy_m, np.float64).reshape(2)
+        from_nominal = float(np.linalg.norm(site - self.nominal_xy_m))
+        step = float(np.linalg.norm(site - np.asarray(position_m)[:2]))
+        if (from_nominal > self.cfg.divert_max_m
+                or step > self.cfg.divert_per_altitude * max(altitude_m, 0.0)):
+            return 'out_of_budget'
+        self.target_xy_m = site
+        self.retargets += 1
+        return 'retarget'
+
+    def command(self, position_m: np.ndarray, velocity_m_s: np.ndarray,
+                altitude_m: float) -> np.ndarray:
+        """(3,) thrust acceleration [m/s^2] in `map` for the navigation estimate and height."""
+        c = self.cfg
+        p, v = np.asarray(position_m, np.float64), np.asarray(velocity_m_s, np.float64)
+        if altitude_m <= c.terminal_altitude_m:
+            self.phase = 'terminal'
+        elif altitude_m <= c.gate_altitude_m and self.phase == 'approach':
+            self.phase = 'hda'
+        error = self.target_xy_m - p[:2]
+        speed_ref = c.position_gain_1_s * error
+        norm = float(np.linalg.norm(speed_ref))
+        if norm > c.lateral_speed_max_m_s:
+            speed_ref *= c.lateral_speed_max_m_s / norm
+        accel_xy = c.velocity_gain_1_s * (speed_ref - v[:2])
+        norm = float(np.linalg.norm(accel_xy))
+        if norm > c.lateral_accel_max_m_s2:
+            accel_xy *= c.lateral_accel_max_m_s2 / norm
+        descent = float(np.clip(c.descent_gain_1_s * altitude_m, c.touchdown_speed_m_s,
+                                c.descent_speed_max_m_s))
+        if self.phase == 'terminal':
+            over_target = (np.linalg.norm(error) <= c.terminal_error_m
+                           and np.linalg.norm(v[:2]) <= 0.5 * c.terminal_error_m)
+            descent = c.touchdown_speed_m_s if over_target else 0.0
+        accel_z = self.gravity_m_s2 + c.velocity_gain_1_s * (-descent - v[2])
+        return np.array([accel_xy[0], accel_xy[1], max(accel_z, 0.0)])
+
+
+__all__ = ['Guidance', 'target_is_safe', 'SAFE_OCCUPANCY_MAX']
