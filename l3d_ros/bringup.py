@@ -44,6 +44,8 @@ def launch_nodes(params_file: Path, namespace: str = '', with_sim: bool = False)
             raise ValueError(f'{params_file}: with_sim needs an l3d_sim section')
         nodes.append(NodeSpec('l3d_ros', 'l3d_sim_node', 'l3d_sim.sim_node', 'l3d_sim',
                               namespace))
+        nodes.append(NodeSpec('l3d_ros', 'l3d_guidance', 'l3d_sim.guidance_node',
+                              'l3d_guidance', namespace))
     return nodes
 
 
