@@ -100,7 +100,7 @@ def auto_stride(shape: tuple[int, int], cell_m: float, footprint_m: float,
 def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
                     sigma_m: np.ndarray | None = None, stride: int = 1,
                     origin_xy_m: tuple[float, float] = (0.0, 0.0),
-                    exact_roughness: bool = False) -> HazardLayers:
+                    exact_roughness: bool = False, refine: bool = False) -> HazardLayers:
     """Slope, roughness and hazard (INTERFACES.md section 4) of a height grid.
 
     dem_m: (H, W) heights [m], NaN unknown. cell_m: its spacing [m]. origin_xy_m: lower-left
@@ -110,6 +110,11 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
     no terrain or fewer than COVERAGE_MIN of its disc's cells do (so cells within footprint/2
     of the DEM edge are unknown). exact_roughness: compute the exact maximum residual at every
     known cell (the brute-force reference; same labels, slower).
+
+    refine: with stride > 1, return layers at full resolution (stride 1 grid) computed coarse
+    to fine (`_refine`): the stride lattice is evaluated exactly, a DEM cell whose four
+    surrounding lattice cells agree with margin inherits their label, and every other cell is
+    evaluated exactly. See `_refine` for the margins and what is approximate.
 
     Without sigma_m the labels are section 4 exactly: hazard iff slope > slope_max_deg or
     max |residual| > roughness_max_m. sigma_m: optional (H, W) height standard deviation [m]
@@ -138,32 +143,138 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
     if sigma_m is not None and np.shape(sigma_m) != dem.shape:
         raise ValueError(f'sigma_m.shape={np.shape(sigma_m)}: expected {dem.shape}')
     stride = int(stride)
-    radius, inside = disc_offsets(cfg.footprint_m, cell_m)
-    n_disc = float(inside.sum())
-    valid = np.isfinite(dem)
-    sig = None
-    if sigma_m is not None:
-        sig = np.asarray(sigma_m, np.float32)
-        with np.errstate(invalid='ignore'):
-            valid &= np.isfinite(sig) & (sig >= 0)
+    if refine and stride > 1:
+        return _refine(dem, cell_m, cfg, sigma_m, stride, origin_xy_m)
+    t = _Terrain.build(dem, cell_m, cfg, sigma_m)
     h, w = dem.shape
-    out_h, out_w = -(-h // stride), -(-w // stride)
-    shape = (out_h, out_w)
+    shape = (-(-h // stride), -(-w // stride))
     c = stride * cell_m
     corner = 0.5 * (cell_m - c)
     grid = GridGeometry((origin_xy_m[0] + corner, origin_xy_m[1] + corner), c, shape)
-    ref_m = float(np.mean(dem[valid], dtype=np.float64)) if valid.any() else 0.0  # conditioning
-    z = np.where(valid, dem - np.float32(ref_m), 0.0).astype(np.float32)
+    lat = _lattice(t, stride, exact_roughness)
+    known = lat.ok & t.valid[::stride, ::stride]
+    hazard = np.where(known, lat.label, HAZARD_UNKNOWN).astype(np.uint8)
 
-    # plane moments at the lattice: disc sums in grid coordinates [cells], shifted to p
+    def kn(v):
+        return np.where(known, v, np.nan).astype(np.float32)
+
+    return HazardLayers(kn(_slope_deg(lat, cell_m)), kn(lat.rough), hazard, lat.coverage,
+                        kn(_margin(lat, cfg.roughness_max_m)), kn(lat.a + t.ref_m), grid, stride)
+
+
+@dataclass(frozen=True)
+class _Terrain:
+    """A DEM prepared for evaluation: heights relative to their mean, validity, disc."""
+
+    z: np.ndarray               # (H, W) float32 height - ref_m [m], 0 where invalid
+    valid: np.ndarray           # (H, W) bool: terrain (and a usable sigma) there
+    sig: np.ndarray | None      # (H, W) float32 height sigma [m] or None
+    ref_m: float
+    cell_m: float
+    cfg: HazardConfig
+    inside: np.ndarray          # (2R+1, 2R+1) bool disc mask
+    k: float                    # sigma margin (0 without sigma)
+
+    @staticmethod
+    def build(dem: np.ndarray, cell_m: float, cfg: HazardConfig,
+              sigma_m: np.ndarray | None) -> '_Terrain':
+        valid = np.isfinite(dem)
+        sig = None
+        if sigma_m is not None:
+            sig = np.asarray(sigma_m, np.float32)
+            with np.errstate(invalid='ignore'):
+                valid &= np.isfinite(sig) & (sig >= 0)
+        ref_m = float(np.mean(dem[valid], dtype=np.float64)) if valid.any() else 0.0
+        z = np.where(valid, dem - np.float32(ref_m), np.float32(0)).astype(np.float32)
+        _, inside = disc_offsets(cfg.footprint_m, cell_m)
+        k = cfg.sigma_margin if sig is not None else 0.0
+        return _Terrain(z, valid, sig, ref_m, cell_m, cfg, inside, k)
+
+
+@dataclass
+class _Eval:
+    """Disc statistics at every stride-th cell, whether or not the centre holds terrain."""
+
+    ok: np.ndarray              # bool: coverage >= COVERAGE_MIN and a well-posed plane
+    coverage: np.ndarray        # float32 fraction of the disc's cells holding terrain
+    a: np.ndarray               # plane height at the cell - ref_m [m]
+    b: np.ndarray               # plane gradient per column [m / cell]
+    c: np.ndarray               # plane gradient per row [m / cell]
+    slope_ratio: np.ndarray     # (gradient + k se) / tan(slope_max)
+    rough: np.ndarray           # exact max |residual| or an upper bound [m]
+    stat: np.ndarray            # exact roughness statistic (incl. k sigma) or an upper bound [m]
+    unresolved: np.ndarray      # bool: noise floor above the roughness limit
+    limit_rock: np.ndarray      # residual a rock must exceed where unresolved [m]
+    noise_m: np.ndarray         # the noise floor [m] (0 without sigma)
+    label: np.ndarray           # uint8 0 / 1 / 255 of the disc
+    exact: np.ndarray           # bool: rough and stat are exact there
+
+
+def _plane(t: _Terrain, s1, su, sv, suu, suv, svv, sz, szu, szv, ssig2):
+    """Closed-form plane from disc moments in local cell coordinates, and the slope verdict.
+
+    Returns ok (well posed), a [m], b, c [m / cell], grad_cells, slope_ratio, var_mean.
+    """
+    c00, c01, c02 = suu * svv - suv * suv, sv * suv - su * svv, su * suv - suu * sv
+    c11, c12, c22 = s1 * svv - sv * sv, su * sv - s1 * suv, s1 * suu - su * su
+    det = s1 * c00 + su * c01 + sv * c02
+    n_disc = float(t.inside.sum())
+    ok = (s1 >= COVERAGE_MIN * n_disc) & (det > 0)
+    det = np.where(ok, det, np.inf)
+    a = (c00 * sz + c01 * szu + c02 * szv) / det
+    b = (c01 * sz + c11 * szu + c12 * szv) / det
+    cc = (c02 * sz + c12 * szu + c22 * szv) / det
+    grad_cells = np.hypot(b, cc)
+    tan_max = math.tan(math.radians(t.cfg.slope_max_deg))
+    slope_ratio = grad_cells / t.cell_m / tan_max
+    var_mean = None
+    if t.sig is not None:
+        var_mean = ssig2 / np.maximum(s1, 1.0)
+        grad_se = np.sqrt(var_mean * np.maximum(c11, c22) / det) / t.cell_m
+        slope_ratio = slope_ratio + t.k * grad_se / tan_max
+    return ok, a, b, cc, grad_cells, slope_ratio, var_mean
+
+
+def _noise(t: _Terrain, s1, var_mean, shape):
+    """(unresolved, limit_rock): where noise hides rocks, and the residual a rock must pass."""
+    limit = t.cfg.roughness_max_m
+    if t.sig is None:
+        return np.zeros(shape, bool), np.full(shape, np.inf), np.zeros(shape)
+    sig_rms = np.sqrt(var_mean)
+    noise_m = sig_rms * np.sqrt(2.0 * np.log(np.maximum(s1, 2.0))) + t.k * sig_rms
+    return noise_m > limit, limit + noise_m, noise_m
+
+
+def _decide(ok, slope_haz, unresolved, limit_rock, limit, rough_lo, rough_hi, stat_hi,
+            eps) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (uint8) from roughness bounds and the cells the bounds leave undecided.
+
+    With rough_lo = rough_hi = exact max |residual|, stat_hi = exact statistic and eps = 0
+    nothing is left undecided and the labels are the definition's.
+    """
+    todo = ok & ~slope_haz
+    safe = todo & (stat_hi <= limit - eps)
+    haz = todo & ((rough_lo > limit + eps) | ((eps == 0) & (stat_hi > limit)))
+    rock = unresolved & (rough_lo > limit_rock + eps)
+    undecided = ((todo & ~unresolved & ~safe & ~haz)
+                 | (todo & unresolved & ~rock & (rough_hi > limit_rock - eps)))
+    label = np.full(np.shape(ok), HAZARD_UNKNOWN, np.uint8)
+    label[ok] = HAZARD_HAZARD
+    label[todo & ~unresolved & safe] = HAZARD_SAFE
+    label[todo & unresolved & ~rock] = HAZARD_UNKNOWN
+    return label, undecided
+
+
+def _lattice(t: _Terrain, stride: int, exact_roughness: bool) -> _Eval:
+    """Disc statistics at every stride-th cell from moment sums and roughness bounds."""
+    valid, z, sig, inside = t.valid, t.z, t.sig, t.inside
+    radius = inside.shape[0] // 2
+    n_disc = float(inside.sum())
+    h, w = z.shape
     half_w = _row_half_widths(inside)
     s1 = _disc_sums(valid.astype(np.float64)[None], half_w, stride)[0]
-    ok = valid[::stride, ::stride] & (s1 >= COVERAGE_MIN * n_disc)
+    shape = s1.shape
     coverage = (s1 / n_disc).astype(np.float32)
-    if not ok.any():
-        nan = np.full(shape, np.nan, np.float32)
-        return HazardLayers(nan, nan.copy(), np.full(shape, HAZARD_UNKNOWN, np.uint8),
-                            coverage, nan.copy(), nan.copy(), grid, stride)
     xg = (np.arange(w) - 0.5 * (w - 1))[None, :]            # (1, W) column coordinate
     yg = (np.arange(h) - 0.5 * (h - 1))[:, None]            # (H, 1) row coordinate
     wv, zv = valid.astype(np.float64), z.astype(np.float64)
@@ -179,38 +290,22 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
     suv = sxy - xp * sy - yp * sx + xp * yp * s1
     svv = syy - 2 * yp * sy + yp * yp * s1
     szu, szv = szx - xp * sz, szy - yp * sz
-    # closed-form inverse of the symmetric normal matrix [[s1, su, sv], [su, suu, suv], ...]
-    c00, c01, c02 = suu * svv - suv * suv, sv * suv - su * svv, su * suv - suu * sv
-    c11, c12, c22 = s1 * svv - sv * sv, su * sv - s1 * suv, s1 * suu - su * su
-    det = s1 * c00 + su * c01 + sv * c02
-    det = np.where(ok & (det > 0), det, np.inf)
-    ok &= np.isfinite(det)
-    a = (c00 * sz + c01 * szu + c02 * szv) / det           # plane height at p [m]
-    b = (c01 * sz + c11 * szu + c12 * szv) / det           # dz per column [m / cell]
-    cc = (c02 * sz + c12 * szu + c22 * szv) / det          # dz per row [m / cell]
-    grad_cells = np.hypot(b, cc)
-    grad = grad_cells / cell_m
-    tan_max = math.tan(math.radians(cfg.slope_max_deg))
-    limit = cfg.roughness_max_m
-    k = cfg.sigma_margin if sig is not None else 0.0
-    slope_ratio = grad / tan_max
-    if sig is not None:
-        var_mean = sums[8] / np.maximum(s1, 1.0)
-        grad_se = np.sqrt(var_mean * np.maximum(c11, c22) / det) / cell_m
-        slope_ratio = (grad + k * grad_se) / tan_max
+    ok, a, b, cc, grad_cells, slope_ratio, var_mean = _plane(
+        t, s1, su, sv, suu, suv, svv, sz, szu, szv, sums[8] if sig is not None else None)
+    limit = t.cfg.roughness_max_m
     slope_haz = ok & (slope_ratio > 1.0)
 
     # roughness bounds from disc max / min filters
     corners = _disc_rectangles(half_w)
-    zmax = _disc_extreme(np.where(valid, z, -np.inf).astype(np.float32), corners, stride, True)
-    zmin = _disc_extreme(np.where(valid, z, np.inf).astype(np.float32), corners, stride, False)
+    zfill = (np.where(valid, z, -np.inf).astype(np.float32),
+             np.where(valid, z, np.inf).astype(np.float32))
+    zmax = _disc_extreme(zfill[0], corners, stride, True)
+    zmin = _disc_extreme(zfill[1], corners, stride, False)
     offs = np.nonzero(inside)
     r_max = float(np.sqrt(np.max((offs[0] - radius) ** 2 + (offs[1] - radius) ** 2)))
     dev = np.maximum(zmax - a, a - zmin)
     rough_hi = dev + grad_cells * r_max                     # >= max |residual|
     rough_lo = np.maximum(dev - grad_cells * r_max, 0.0)    # <= max |residual|
-    zfill = (np.where(valid, z, -np.inf).astype(np.float32),
-             np.where(valid, z, np.inf).astype(np.float32))
     cover, inner = _disc_tiles(inside)
     rough_hi = np.minimum(rough_hi, _tile_bound(zfill, cover, stride, a, b, cc, True))
     rough_lo = np.maximum(rough_lo, _tile_bound(zfill, inner, stride, a, b, cc, False))
@@ -218,43 +313,194 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
     if sig is not None:
         sig_max = _disc_extreme(np.where(valid, sig, -np.inf).astype(np.float32), corners,
                                 stride, True)
-        stat_hi = rough_hi + k * sig_max
-        sig_rms = np.sqrt(var_mean)
-        noise_m = sig_rms * np.sqrt(2.0 * np.log(np.maximum(s1, 2.0))) + k * sig_rms
-        unresolved = ok & (noise_m > limit)
-        limit_rock = limit + noise_m
-    else:
-        unresolved = np.zeros(shape, bool)
-        limit_rock = np.full(shape, np.inf)
+        stat_hi = rough_hi + t.k * sig_max
+    unresolved, limit_rock, noise_m = _noise(t, s1, var_mean, shape)
+    unresolved &= ok
     eps = 1e-4 + 1e-6 * float(np.max(np.abs(z)))           # float32 rounding of the residuals
-    todo = ok & ~slope_haz
-    safe = todo & (stat_hi <= limit - eps)
-    haz1 = todo & (rough_lo > limit + eps)                  # stat >= max |residual| too
-    rock = unresolved & (rough_lo > limit_rock + eps)
-    undecided = ((todo & ~unresolved & ~safe & ~haz1)
-                 | (todo & unresolved & ~rock & (rough_hi > limit_rock - eps)))
+    label, undecided = _decide(ok, slope_haz, unresolved, limit_rock, limit, rough_lo,
+                               rough_hi, stat_hi, eps)
     exact = ok if exact_roughness else undecided
     rough = np.where(ok, rough_hi, 0.0).astype(np.float32)
     stat = np.where(ok, stat_hi, 0.0).astype(np.float32)
+    rough_lo = rough_lo.astype(np.float32)
     if exact.any():
-        r_ex, s_ex = _exact_roughness(z, valid, sig, k, inside, stride, exact, a, b, cc)
-        rough[exact], stat[exact] = r_ex, s_ex
-        sel = exact & todo
-        safe = np.where(sel, stat <= limit, safe)
-        haz1 = np.where(sel, stat > limit, haz1)
-        rock = np.where(exact & unresolved, rough > limit_rock, rock)
-    hazard = np.full(shape, HAZARD_UNKNOWN, np.uint8)
-    hazard[ok] = HAZARD_HAZARD
-    hazard[todo & ~unresolved & safe] = HAZARD_SAFE
-    hazard[todo & unresolved & ~rock] = HAZARD_UNKNOWN
-    margin = np.maximum(slope_ratio, stat / limit)
+        ci, cj = np.nonzero(exact)
+        r_ex, s_ex = _exact_roughness(t, ci * stride, cj * stride, a[exact], b[exact],
+                                      cc[exact])
+        rough[exact], stat[exact], rough_lo[exact] = r_ex, s_ex, r_ex
+        label[exact] = _decide(ok[exact], slope_haz[exact], unresolved[exact],
+                               limit_rock[exact], limit, r_ex, r_ex, s_ex, 0.0)[0]
+    exact_all = np.zeros(shape, bool)
+    exact_all[exact] = True
+    return _Eval(ok, coverage, a, b, cc, slope_ratio, rough, stat, unresolved, limit_rock,
+                 noise_m, label, exact_all)
 
-    def known(v):
-        return np.where(ok, v, np.nan).astype(np.float32)
 
-    slope = known(np.degrees(np.arctan(grad)))
-    return HazardLayers(slope, known(rough), hazard, coverage, known(margin),
-                        known(a + ref_m), grid, stride)
+REFINE_BAND = (0.93, 1.08)   # interpolated scores inside this band are evaluated exactly
+
+
+def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarray | None,
+            stride: int, origin_xy_m: tuple[float, float]) -> HazardLayers:
+    """Full-resolution layers, coarse to fine.
+
+    1. The lattice of every stride-th cell (one lattice row / column more than the DEM needs,
+       so every cell lies between four lattice cells) is evaluated exactly: exact labels, and
+       exact roughness at every lattice cell next to a lattice cell of another label.
+    2. Each lattice cell gets continuous scores, hazard exactly where a score exceeds 1:
+       max(slope ratio, roughness statistic / limit) where noise resolves rocks, max(slope
+       ratio, max |residual| / rock limit) where it does not; and the noise floor / limit and
+       the coverage that choose between those regimes and unknown.
+    3. Every DEM cell takes the bilinear interpolation of those fields between its four
+       lattice cells (over the well-posed ones only) and applies the same thresholds; lattice
+       cells keep their exact labels, a cell whose centre holds no terrain is unknown.
+    Where all four lattice cells agree, a convex combination of scores on one side of 1 stays
+    there: the cell inherits their label. Across a label change the scores are exact at both
+    ends, so the boundary falls where the linear interpolation of the score crosses 1; it is
+    not exact (a feature smaller than a lattice spacing can be missed between four lattice
+    cells that all clear it; test_refined_matches_full_resolution measures how often).
+    slope_deg, roughness_m, margin, height_m and coverage are interpolated likewise (exact at
+    the lattice cells; elsewhere an estimate, not a bound).
+    """
+    h, w = dem.shape
+    nh, nw = -(-(h - 1) // stride) + 1, -(-(w - 1) // stride) + 1        # lattice rows, cols
+    hp, wp = (nh - 1) * stride + 1, (nw - 1) * stride + 1                # padded DEM
+    dem_p = np.full((hp, wp), np.nan, np.float32)
+    dem_p[:h, :w] = dem
+    sig_p = None
+    if sigma_m is not None:
+        sig_p = np.full((hp, wp), np.nan, np.float32)
+        sig_p[:h, :w] = sigma_m
+    t = _Terrain.build(dem_p, cell_m, cfg, sig_p)
+    grid = GridGeometry(tuple(map(float, origin_xy_m)), cell_m, (h, w))
+    lat = _lattice(t, stride, False)
+    lab = lat.label
+    edge = np.zeros(lab.shape, bool)                 # lattice cells next to another label
+    for d0, d1 in (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+                   ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
+                   ((slice(1, None), slice(1, None)), (slice(None, -1), slice(None, -1))),
+                   ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None)))):
+        diff = lab[d0] != lab[d1]
+        edge[d0] |= diff
+        edge[d1] |= diff
+    need = edge & lat.ok & ~lat.exact
+    if need.any():
+        ci, cj = np.nonzero(need)
+        lat.rough[need], lat.stat[need] = _exact_roughness(
+            t, ci * stride, cj * stride, lat.a[need], lat.b[need], lat.c[need])
+    limit = cfg.roughness_max_m
+    ok = lat.ok
+    okw = ok.astype(np.float32)
+    slope_deg, margin = _slope_deg(lat, cell_m), _margin(lat, limit)
+    fields = [lat.coverage, okw]
+    for v in (margin, np.maximum(lat.slope_ratio, lat.rough / lat.limit_rock),
+              lat.noise_m / limit, slope_deg, lat.rough, lat.a):
+        fields.append(np.where(ok, v, 0.0) * okw)
+    fine = _upsample(np.stack(fields, -1).astype(np.float32), stride, (h, w))
+    norm = np.maximum(fine[..., 1], np.float32(1e-6))
+    score_res, score_unres, noise_r, slope_f, rough_f, height_f = (
+        fine[..., i] / norm for i in range(2, 8))
+    known = (fine[..., 0] >= COVERAGE_MIN) & (fine[..., 1] > 0) & t.valid[:h, :w]
+    unres = noise_r > 1.0
+    hazard = np.full((h, w), HAZARD_UNKNOWN, np.uint8)
+    hazard[known & ~unres] = HAZARD_SAFE
+    hazard[known & ((~unres & (score_res > 1.0)) | (unres & (score_unres > 1.0)))] = \
+        HAZARD_HAZARD
+    # mixed blocks: cells whose interpolated score is a close call are evaluated exactly
+    lo, hi = REFINE_BAND
+    mixed = np.zeros(lab.shape, bool)
+    mixed[:-1, :-1] = edge[:-1, :-1] | edge[1:, :-1] | edge[:-1, 1:] | edge[1:, 1:]
+    mixed = np.repeat(np.repeat(mixed, stride, 0), stride, 1)[:h, :w]
+    score = np.where(unres, score_unres, score_res)
+    close = mixed & t.valid[:h, :w] & (score > lo) & (score < hi)
+    close[::stride, ::stride] = False
+    if close.any():
+        rows, cols = np.nonzero(close)
+        ok_c, lab_c, slope_c, rough_c, margin_c, a_c = _cells(t, rows, cols)
+        hazard[close] = np.where(ok_c, lab_c, HAZARD_UNKNOWN)
+        known[close] = ok_c
+        slope_f[close], rough_f[close], score_res[close], height_f[close] = (
+            slope_c, rough_c, margin_c, a_c)
+    lh, lw = -(-h // stride), -(-w // stride)                           # lattice cells kept
+    node = lat.ok[:lh, :lw] & t.valid[:h:stride, :w:stride]
+    hazard[::stride, ::stride] = np.where(node, lab[:lh, :lw], HAZARD_UNKNOWN)
+    known[::stride, ::stride] = node
+    height_f += np.float32(t.ref_m)
+
+    def kn(v):
+        return np.where(known, v, np.nan).astype(np.float32)
+
+    return HazardLayers(kn(slope_f), kn(rough_f), hazard, fine[..., 0].copy(),
+                        kn(score_res), kn(height_f), grid, 1)
+
+
+def _cells(t: _Terrain, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Exact evaluation at the DEM cells (rows, cols), (n,) each: plane from gathered samples.
+
+    Returns (n,) arrays ok, label, slope_deg, roughness_m, margin, plane height - ref_m [m].
+    """
+    inside = t.inside
+    radius = inside.shape[0] // 2
+    off_i, off_j = np.nonzero(inside)
+    u = (off_j - radius).astype(np.float64)
+    v = (off_i - radius).astype(np.float64)
+    geo = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], 1)      # (K, 6)
+    zm = np.stack([np.ones_like(u), u, v], 1)                            # (K, 3)
+    zpad = np.pad(np.where(t.valid, t.z, np.nan).astype(np.float32), radius,
+                  constant_values=np.nan)
+    wp = zpad.shape[1]
+    off_flat = off_i * wp + off_j
+    zflat = zpad.ravel()
+    spad = None
+    if t.sig is not None:
+        spad = np.pad(np.where(t.valid, t.sig, np.nan).astype(np.float32), radius,
+                      constant_values=np.nan).ravel()
+    n = len(rows)
+    mom = np.empty((n, 10))
+    step = max(1, _CHUNK_ELEMENTS // len(off_flat))
+    for s0 in range(0, n, step):
+        idx = (rows[s0:s0 + step] * wp + cols[s0:s0 + step])[:, None] + off_flat[None]
+        zs = zflat[idx]                                                  # (m, K)
+        fin = np.isfinite(zs)
+        mom[s0:s0 + step, :6] = fin.astype(np.float32) @ geo.astype(np.float32)
+        mom[s0:s0 + step, 6:9] = np.where(fin, zs, 0).astype(np.float64) @ zm
+        if spad is not None:
+            ss = spad[idx]
+            mom[s0:s0 + step, 9] = np.where(fin, ss * ss, 0).sum(1, dtype=np.float64)
+    s1, su, sv, suu, suv, svv, sz, szu, szv, ssig2 = mom.T
+    ok, a, b, cc, grad_cells, slope_ratio, var_mean = _plane(
+        t, s1, su, sv, suu, suv, svv, sz, szu, szv, ssig2 if spad is not None else None)
+    unresolved, limit_rock, noise_m = _noise(t, s1, var_mean, (n,))
+    unresolved &= ok
+    rough, stat = _exact_roughness(t, rows, cols, a, b, cc)
+    label = _decide(ok, ok & (slope_ratio > 1.0), unresolved, limit_rock,
+                    t.cfg.roughness_max_m, rough, rough, stat, 0.0)[0]
+    slope = np.degrees(np.arctan(grad_cells / t.cell_m))
+    return ok, label, slope, rough, np.maximum(slope_ratio, stat / t.cfg.roughness_max_m), a
+
+
+def _upsample(v: np.ndarray, stride: int, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear interpolation of lattice values (nh, nw, C) at every DEM cell: (H, W, C).
+
+    Lattice cell (k, l) sits on DEM cell (k stride, l stride).
+    """
+    h, w = shape
+    mx = np.broadcast_to((np.arange(w, dtype=np.float32) / stride)[None, :], (h, w))
+    my = np.broadcast_to((np.arange(h, dtype=np.float32) / stride)[:, None], (h, w))
+    mx, my = np.ascontiguousarray(mx), np.ascontiguousarray(my)
+    out = np.empty((h, w, v.shape[2]), np.float32)
+    for c0 in range(0, v.shape[2], 4):
+        part = np.ascontiguousarray(v[..., c0:c0 + 4])
+        r = cv2.remap(part, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out[..., c0:c0 + 4] = r.reshape(h, w, -1)
+    return out
+
+
+def _slope_deg(lat: _Eval, cell_m: float) -> np.ndarray:
+    return np.degrees(np.arctan(np.hypot(lat.b, lat.c) / cell_m))
+
+
+def _margin(lat: _Eval, limit: float) -> np.ndarray:
+    return np.maximum(lat.slope_ratio, lat.stat / limit)
 
 
 def hazard_to_occupancy(layers: HazardLayers) -> np.ndarray:
@@ -404,30 +650,29 @@ def _tile_bound(zfill: tuple[np.ndarray, np.ndarray], tiles: list, stride: int,
     return np.where(np.isfinite(best), np.maximum(best, 0.0), 0.0)
 
 
-def _exact_roughness(z: np.ndarray, valid: np.ndarray, sig: np.ndarray | None, k: float,
-                     inside: np.ndarray, stride: int, cells: np.ndarray, a: np.ndarray,
+def _exact_roughness(t: _Terrain, rows: np.ndarray, cols: np.ndarray, a: np.ndarray,
                      b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact max |residual| and max (|residual| + k sigma) over every disc sample of `cells`.
+    """Exact max |residual| and max (|residual| + k sigma) over every disc sample of cells.
 
-    cells: (h, w) bool on the lattice; a [m], b, c [m / cell]: the planes. Returns two (n,)
-    float32 arrays in the row-major order of cells' True entries.
+    rows, cols: (n,) DEM cell indices; a [m], b, c [m / cell]: their planes, (n,) each.
+    Returns two (n,) float32 arrays.
     """
+    inside = t.inside
     radius = inside.shape[0] // 2
-    zpad = np.pad(np.where(valid, z, np.nan).astype(np.float32), radius,
+    zpad = np.pad(np.where(t.valid, t.z, np.nan).astype(np.float32), radius,
                   constant_values=np.nan)
     wp = zpad.shape[1]
     off_i, off_j = np.nonzero(inside)
     off_flat = off_i * wp + off_j                          # (K,) in the padded grid
     u = (off_j - radius).astype(np.float32)[:, None]       # (K, 1) column offset [cells]
     v = (off_i - radius).astype(np.float32)[:, None]
-    ci, cj = np.nonzero(cells)
-    base = ci * stride * wp + cj * stride                  # padded index of disc corner
-    a_, b_, c_ = (x[cells].astype(np.float32) for x in (a, b, c))
+    base = np.asarray(rows) * wp + np.asarray(cols)        # padded index of disc corner
+    a_, b_, c_ = (np.asarray(x, np.float32) for x in (a, b, c))
     zflat = zpad.ravel()
     sflat = None
-    if sig is not None and k > 0:
-        sflat = np.pad(np.where(valid, sig, np.nan).astype(np.float32), radius,
-                       constant_values=np.nan).ravel() * np.float32(k)
+    if t.sig is not None and t.k > 0:
+        sflat = np.pad(np.where(t.valid, t.sig, np.nan).astype(np.float32), radius,
+                       constant_values=np.nan).ravel() * np.float32(t.k)
     rough = np.empty(len(base), np.float32)
     stat = np.empty(len(base), np.float32)
     step = max(1, _CHUNK_ELEMENTS // len(off_flat))

@@ -126,11 +126,13 @@ def frame_hazard(result: DepthResult, calib: StereoCalib,
         r0, r1, c0, c1 = fusion.last_cells
         cells = (r0 - grow, r1 + grow, c0 - grow, c1 + grow)
         dem_m, sigma_m = fusion.dem(cells)
-        if stride is None:
+        refine = stride is None
+        if refine:
             stride = auto_stride(dem_m.shape, cfg.cell_m, cfg.footprint_m)
         layers = hazard_from_dem(dem_m, cfg.cell_m, cfg,
                                  sigma_m=None if exact_depth else sigma_m, stride=stride,
-                                 origin_xy_m=fusion.sub_grid(cells).origin_xy_m)
+                                 origin_xy_m=fusion.sub_grid(cells).origin_xy_m,
+                                 refine=refine)
     lap('hazard')
     occupancy = hazard_to_occupancy(layers)
     pix = pixel_hazard(points, layers)
