@@ -18,7 +18,8 @@ domain N with the environment's discovery settings.
 The ground station publishes synthetic stereo pairs stamped with its wall clock and measures,
 per pair, stamp -> arrival of the node's `depth` at the ground: end-to-end latency on one
 clock, so no clock synchronisation with a board is needed. A condition's report: pairs sent and
-answered, latency distribution [ms], the node's own processing latency from /diagnostics.
+answered, latency distribution [ms], and from the node's /diagnostics its processing latency
+and the pairs it skipped when it fell behind (newest pair wins), which are not link losses.
 """
 from dataclasses import asdict, dataclass
 import heapq
@@ -86,7 +87,7 @@ class GroundPlan:
     height: int
     seed: int
     result_path: str
-    linger_s: float = 1.0
+    linger_s: float = 1.5         # > the 1 s /diagnostics period: a fresh final snapshot
     discovery_timeout_s: float = 30.0
 
 
@@ -160,6 +161,7 @@ def run_ground(plan: GroundPlan) -> dict:
         time.sleep(1.0)                          # let the warm-up answers drain
         with lock:
             arrivals.clear()
+            replaced_before = _float(diag.get('drops_replaced')) or 0.0
         sent, period_s = [], 1.0 / plan.rate_hz
         t_next = time.monotonic()
         end = t_next + plan.duration_s
@@ -175,9 +177,10 @@ def run_ground(plan: GroundPlan) -> dict:
     finally:
         context.try_shutdown()
         spinner.join(timeout=2)
+    replaced = _float(node_diag.get('drops_replaced'))
     result = {'sent': len(sent), 'received': len(latency_ms), 'latency_ms': latency_ms,
               'node_latency_ms_median': _float(node_diag.get('latency_ms_median')),
-              'node_frames_replaced': _float(node_diag.get('drops_replaced'))}
+              'node_frames_replaced': None if replaced is None else replaced - replaced_before}
     Path(plan.result_path).write_text(json.dumps(result))
     return result
 
@@ -503,7 +506,7 @@ def run_hil(cfg: HilConfig, out_dir: Path) -> dict:
             plan = GroundPlan(flight_domain if netem else ground_domain, cfg.duration_s,
                               cfg.rate_hz, cfg.width, cfg.height, cfg.seed,
                               str(tmp / f'ground_{k}.json'),
-                              linger_s=1.0 + 4 * (cond.delay_ms + 3 * cond.jitter_ms) * 1e-3)
+                              linger_s=1.5 + 4 * (cond.delay_ms + 3 * cond.jitter_ms) * 1e-3)
             env = link.env('ground', flight_domain) if link else dict(os.environ)
             ground = subprocess.Popen(
                 [*(link.prefix('ground') if link else []), sys.executable, '-m', 'l3d_sim.hil',
