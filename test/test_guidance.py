@@ -1,0 +1,102 @@
+"""Guidance logic without ROS: target safety on a hazard map, retarget rules, closed loop."""
+from dataclasses import replace
+
+from hypothesis import given, settings, strategies as st
+import numpy as np
+import pytest
+
+from l3d_ros.config import HazardConfig
+from l3d_ros.hazard import GridGeometry
+from l3d_sim.guidance import Guidance, target_is_safe
+from l3d_sim.lander import initial_state, site_is_safe, step, touchdown_verdict
+from l3d_sim.mission_config import GuidanceConfig, LanderConfig, TouchdownConfig
+from l3d_sim.sim_node import plant_hazard
+from l3d_sim.terrain import Terrain
+
+HAZARD = HazardConfig()
+GRID = GridGeometry((-10.0, -10.0), 0.2, (100, 100))     # 20 m square around the origin
+
+
+def safe_map() -> np.ndarray:
+    return np.full(GRID.shape, 10, np.int8)
+
+
+def test_target_safety_needs_every_cell_of_the_footprint_known_and_safe():
+    occ = safe_map()
+    assert target_is_safe(occ, GRID, [0.0, 0.0], HAZARD.footprint_m)
+    occ[50 + 9, 50] = 100                            # 1.9 m from the centre cell: inside
+    assert not target_is_safe(occ, GRID, [0.1, 0.1], HAZARD.footprint_m)
+    occ = safe_map()
+    occ[50 + 11, 50] = 100                           # 2.3 m away: outside the 2 m radius
+    assert target_is_safe(occ, GRID, [0.1, 0.1], HAZARD.footprint_m)
+    occ[50, 50] = -1                                 # unknown is never safe
+    assert not target_is_safe(occ, GRID, [0.1, 0.1], HAZARD.footprint_m)
+    assert not target_is_safe(safe_map(), GRID, [9.0, 0.0], HAZARD.footprint_m)  # off the map
+
+
+def test_retarget_rules():
+    g = Guidance(GuidanceConfig(), HAZARD, [0.0, 0.0])
+    occ = safe_map()
+    assert g.on_hazard(occ, GRID, np.array([5.0, 5.0]), np.zeros(3), 100.0) == 'keep'
+    occ[50, 50] = 100                                # the target is now a hazard
+    assert g.on_hazard(occ, GRID, None, np.zeros(3), 100.0) == 'no_site'
+    assert g.on_hazard(occ, GRID, np.array([70.0, 0.0]), np.zeros(3), 100.0) == 'out_of_budget'
+    assert g.on_hazard(occ, GRID, np.array([8.0, 0.0]), np.zeros(3), 5.0) == 'out_of_budget'
+    assert g.on_hazard(occ, GRID, np.array([5.0, 5.0]), np.zeros(3), 100.0) == 'retarget'
+    np.testing.assert_allclose(g.target_xy_m, [5.0, 5.0])
+    assert g.retargets == 1
+    g.command(np.array([5.0, 5.0, 10.0]), np.zeros(3), 10.0)   # below terminal altitude
+    assert g.phase == 'terminal'
+    assert g.on_hazard(None, None, np.array([0.0, 5.0]), np.zeros(3), 10.0) == 'frozen'
+
+
+@settings(max_examples=8, deadline=None)
+@given(azimuth=st.floats(0, 2 * np.pi), target=st.lists(st.floats(-20, 20), min_size=2,
+                                                        max_size=2))
+def test_guided_descent_lands_on_target_slowly_and_upright(azimuth, target):
+    cfg, lander = GuidanceConfig(), LanderConfig()
+    heading = np.array([np.cos(azimuth), np.sin(azimuth), 0.0])
+    state = initial_state(lander, np.array([0, 0, cfg.start_altitude_m]) - 60 * heading,
+                          8 * heading + [0, 0, -5])
+    g = Guidance(cfg, HAZARD, [0.0, 0.0])
+    g.target_xy_m = np.array(target, np.float64)
+    while state.position_m[2] > 0 and state.t_s < 200:
+        cmd = g.command(state.position_m, state.velocity_m_s, state.position_m[2])
+        state, _ = step(state, cmd, 0.1, lander)
+    assert state.position_m[2] <= 0
+    assert np.linalg.norm(state.position_m[:2] - target) < cfg.terminal_error_m
+    assert -state.velocity_m_s[2] <= 1.1 * cfg.touchdown_speed_m_s
+    assert np.linalg.norm(state.velocity_m_s[:2]) < 0.2
+    assert state.mass_kg > lander.dry_mass_kg
+
+
+def flat_terrain() -> Terrain:
+    h = np.zeros((300, 300), np.float32)
+    return Terrain(h, np.ones_like(h), 0.1, (-15.0, -15.0))
+
+
+def test_ground_truth_site_safety_on_flat_ground_and_on_a_planted_boulder():
+    flat = flat_terrain()
+    assert site_is_safe(flat, [0.0, 0.0], HAZARD)
+    rocky = plant_hazard(flat, 'boulder', (0.0, 0.0))
+    assert not site_is_safe(rocky, [0.0, 0.0], HAZARD)
+    assert not site_is_safe(rocky, [3.0, 0.0], HAZARD)      # leg disc reaches the boulder
+    assert site_is_safe(rocky, [6.0, 0.0], HAZARD)
+    crater = plant_hazard(flat, 'crater', (0.0, 0.0))
+    assert not site_is_safe(crater, [3.0, 0.0], HAZARD)
+
+
+def test_touchdown_verdict_applies_speed_limits():
+    flat, limits = flat_terrain(), TouchdownConfig()
+    state = initial_state(LanderConfig(), [0, 0, 0], [0, 0, -1.0])
+    assert touchdown_verdict(flat, state, HAZARD, limits)['safe']
+    fast = replace(state, velocity_m_s=np.array([0.0, 0.0, -2.5]))
+    verdict = touchdown_verdict(flat, fast, HAZARD, limits)
+    assert verdict['ground_safe'] and not verdict['speed_ok'] and not verdict['safe']
+    sliding = replace(state, velocity_m_s=np.array([0.6, 0.0, -1.0]))
+    assert not touchdown_verdict(flat, sliding, HAZARD, limits)['safe']
+
+
+def test_guidance_config_refuses_bad_scans():
+    with pytest.raises(ValueError, match='scan_altitudes_m'):
+        GuidanceConfig(scan_altitudes_m=(40.0, 80.0))
