@@ -543,23 +543,36 @@ def _row_half_widths(inside: np.ndarray) -> np.ndarray:
 def _disc_sums(src: np.ndarray, half_w: np.ndarray, stride: int) -> np.ndarray:
     """Disc sums of (m, H, W) float64 sources at every stride-th cell: (m, h, w) float64.
 
-    Outside the grid counts as 0. Each row offset adds a box sum read from row-wise prefix sums
-    at the lattice only: cost O(m H W) for the prefix sums + O(m (2R+1) h w) for the reads.
+    Outside the grid counts as 0. The disc is cut into horizontal bands of equal half width
+    (about R / 2 of them); each band is a rectangle read from the source's integral image
+    (cv2.integral) at the lattice only: O(m H W) + O(m * bands * h * w).
     """
     m, h, w = src.shape
     radius = len(half_w) // 2
     out_h, out_w = -(-h // stride), -(-w // stride)
-    csum = np.zeros((m, h + 2 * radius, w + 2 * radius + 1))
-    np.cumsum(src, axis=2, out=csum[:, radius:radius + h, radius + 1:radius + 1 + w])
-    csum[:, radius:radius + h, radius + 1 + w:] = csum[:, radius:radius + h, radius + w:
-                                                       radius + w + 1]
-    out = np.zeros((m, out_h, out_w))
     rs, cs = stride * out_h, stride * out_w
-    for di, hw in enumerate(half_w):                       # padded row = lattice row + di
-        rows = csum[:, di:di + rs:stride]
-        out += rows[:, :, radius + hw + 1:radius + hw + 1 + cs:stride]
-        out -= rows[:, :, radius - hw:radius - hw + cs:stride]
+    out = np.zeros((m, out_h, out_w))
+    for k in range(m):
+        padded = cv2.copyMakeBorder(np.ascontiguousarray(src[k]), radius, radius + stride,
+                                    radius, radius + stride, cv2.BORDER_CONSTANT, value=0.0)
+        integral = cv2.integral(padded, sdepth=cv2.CV_64F)       # (H + 2R + s + 1, ...)
+        for top, bottom, hw in _disc_bands(half_w):
+            # padded row of lattice row i and row offset di (0..2R) is i + di
+            rows_t, rows_b = integral[top:top + rs:stride], integral[bottom:bottom + rs:stride]
+            left, right = radius - hw, radius + hw + 1
+            out[k] += (rows_b[:, right:right + cs:stride] - rows_b[:, left:left + cs:stride]
+                       - rows_t[:, right:right + cs:stride] + rows_t[:, left:left + cs:stride])
     return out
+
+
+def _disc_bands(half_w: np.ndarray) -> list[tuple[int, int, int]]:
+    """(first row offset, last row offset + 1, half width) of each run of equal half widths."""
+    bands, start = [], 0
+    for di in range(1, len(half_w) + 1):
+        if di == len(half_w) or half_w[di] != half_w[start]:
+            bands.append((start, di, int(half_w[start])))
+            start = di
+    return bands
 
 
 def _disc_rectangles(half_w: np.ndarray) -> list[tuple[int, int]]:
