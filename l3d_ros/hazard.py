@@ -272,7 +272,7 @@ def _lattice(t: _Terrain, stride: int, exact_roughness: bool) -> _Eval:
     n_disc = float(inside.sum())
     h, w = z.shape
     half_w = _row_half_widths(inside)
-    s1 = _disc_sums(valid.astype(np.float64)[None], half_w, stride)[0]
+    s1 = _disc_sums([valid.astype(np.float64)], half_w, stride)[0]
     shape = s1.shape
     coverage = (s1 / n_disc).astype(np.float32)
     xg = (np.arange(w) - 0.5 * (w - 1))[None, :]            # (1, W) column coordinate
@@ -282,7 +282,7 @@ def _lattice(t: _Terrain, stride: int, exact_roughness: bool) -> _Eval:
             zv, zv * xg, zv * yg]
     if sig is not None:
         srcs.append(np.where(valid, sig.astype(np.float64) ** 2, 0.0))
-    sums = _disc_sums(np.stack(srcs), half_w, stride)
+    sums = _disc_sums(srcs, half_w, stride)
     sx, sy, sxx, sxy, syy, sz, szx, szy = sums[:8]
     xp, yp = xg[:, ::stride], yg[::stride]
     su, sv = sx - xp * s1, sy - yp * s1
@@ -540,14 +540,14 @@ def _row_half_widths(inside: np.ndarray) -> np.ndarray:
         np.zeros(1, int)
 
 
-def _disc_sums(src: np.ndarray, half_w: np.ndarray, stride: int) -> np.ndarray:
-    """Disc sums of (m, H, W) float64 sources at every stride-th cell: (m, h, w) float64.
+def _disc_sums(src, half_w: np.ndarray, stride: int) -> np.ndarray:
+    """Disc sums of m (H, W) float64 sources (a sequence) at every stride-th cell: (m, h, w).
 
     Outside the grid counts as 0. The disc is cut into horizontal bands of equal half width
     (about R / 2 of them); each band is a rectangle read from the source's integral image
     (cv2.integral) at the lattice only: O(m H W) + O(m * bands * h * w).
     """
-    m, h, w = src.shape
+    m, (h, w) = len(src), src[0].shape
     radius = len(half_w) // 2
     out_h, out_w = -(-h // stride), -(-w // stride)
     rs, cs = stride * out_h, stride * out_w
