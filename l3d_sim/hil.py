@@ -19,7 +19,8 @@ The ground station publishes synthetic stereo pairs stamped with its wall clock 
 per pair, stamp -> arrival of the node's `depth` at the ground: end-to-end latency on one
 clock, so no clock synchronisation with a board is needed. A condition's report: pairs sent and
 answered, latency distribution [ms], and from the node's /diagnostics its processing latency
-and the pairs it skipped when it fell behind (newest pair wins), which are not link losses.
+the pairs it skipped when it fell behind (newest pair wins) and the input messages its
+synchroniser dropped (by reason): losses on the node's side, not the link's.
 """
 from dataclasses import asdict, dataclass
 import heapq
@@ -139,7 +140,9 @@ def run_ground(plan: GroundPlan) -> dict:
 
     def send(index: int) -> int:
         stamp_ns = time.time_ns()
-        left, right = frames[index % len(frames)]
+        left, right = (f.copy() for f in frames[index % len(frames)])
+        tag = np.frombuffer(index.to_bytes(8, 'little'), np.uint8)
+        left[0, :8], right[0, :8] = tag, tag       # every exposure differs, as a camera's would
         stamp = conv.ns_to_stamp(stamp_ns)
         info_l, info_r = conv.calib_to_camera_infos(calib, stamp=stamp)
         for topic, image in (('left/image_rect', left), ('right/image_rect', right)):
@@ -161,7 +164,7 @@ def run_ground(plan: GroundPlan) -> dict:
         time.sleep(1.0)                          # let the warm-up answers drain
         with lock:
             arrivals.clear()
-            replaced_before = _float(diag.get('drops_replaced')) or 0.0
+            before = {k: _float(v) or 0.0 for k, v in diag.items() if k.startswith('drops_')}
         sent, period_s = [], 1.0 / plan.rate_hz
         t_next = time.monotonic()
         end = t_next + plan.duration_s
@@ -177,10 +180,12 @@ def run_ground(plan: GroundPlan) -> dict:
     finally:
         context.try_shutdown()
         spinner.join(timeout=2)
-    replaced = _float(node_diag.get('drops_replaced'))
+    drops = {k[len('drops_'):]: (_float(v) or 0.0) - before.get(k, 0.0)
+             for k, v in node_diag.items() if k.startswith('drops_')}
     result = {'sent': len(sent), 'received': len(latency_ms), 'latency_ms': latency_ms,
               'node_latency_ms_median': _float(node_diag.get('latency_ms_median')),
-              'node_frames_replaced': None if replaced is None else replaced - replaced_before}
+              'node_frames_replaced': drops.pop('replaced', None),
+              'node_inputs_dropped': drops or None}
     Path(plan.result_path).write_text(json.dumps(result))
     return result
 
@@ -523,7 +528,8 @@ def run_hil(cfg: HilConfig, out_dir: Path) -> dict:
             raw = json.loads(Path(plan.result_path).read_text())
             report.append({**asdict(cond), **_summary(raw['latency_ms'], raw['sent']),
                            'node_latency_ms_median': raw['node_latency_ms_median'],
-                           'node_frames_replaced': raw['node_frames_replaced']})
+                           'node_frames_replaced': raw['node_frames_replaced'],
+                           'node_inputs_dropped': raw['node_inputs_dropped']})
             if procs and procs[0].poll() is not None:
                 raise RuntimeError(f'flight node exited with {procs[0].returncode}')
     finally:
@@ -545,12 +551,13 @@ def run_hil(cfg: HilConfig, out_dir: Path) -> dict:
 
 def _markdown(result: dict) -> str:
     rows = ['| condition | delay ms | jitter ms | loss | sent | answered | median ms | p95 ms '
-            '| p99 ms | max ms | node ms |', '|' + '---|' * 11]
+            '| p99 ms | max ms | node ms | node skipped |', '|' + '---|' * 12]
     for c in result['conditions']:
         lat = c['latency_ms'] or dict.fromkeys(('median', 'p95', 'p99', 'max'), float('nan'))
         rows.append(f"| {c['name']} | {c['delay_ms']:g} | {c['jitter_ms']:g} | {c['loss']:g} "
                     f"| {c['sent']} | {c['received']} | {lat['median']:.1f} | {lat['p95']:.1f} "
-                    f"| {lat['p99']:.1f} | {lat['max']:.1f} | {c['node_latency_ms_median']} |")
+                    f"| {lat['p99']:.1f} | {lat['max']:.1f} | {c['node_latency_ms_median']} "
+                    f"| {c['node_frames_replaced']} |")
     where = {'netns': 'own network namespace behind a veth pair', 'process':
              'separate process on this host', 'board': f"board on DDS domain "
              f"{result['flight_domain']}"}[result['mode']]
