@@ -186,7 +186,7 @@ class StereoNode(Node):
                                     self.pipeline.model_sha256, bool(self.pipeline.init_fault),
                                     drops)
         if report.level != OK:
-            self.get_logger().warn(report.message, throttle_duration_sec=5.0)
+            self.get_logger().warning(report.message, throttle_duration_sec=5.0)
         status = DiagnosticStatus(level=LEVELS[report.level], hardware_id='l3d_ros',
                                   name=f'{self.get_name()}: stereo pipeline',
                                   message=report.message,
