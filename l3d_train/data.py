@@ -5,19 +5,25 @@ Each item is a dict of float32 tensors at the input size (h, w):
   gt_disp (1, h, w) ground-truth disparity [px at input width], 0 where unknown
   gt_mask (1, h, w) 1 where gt_disp is known; sparse_mask (1, h, w) the fixed sparse subset
   t_disp, t_conf (1, h, w), t_enc (N, C_t), t_dec (L, N, C_t): the teacher's, when cached
-The teacher runs once per pair (`cache_teacher`), so distillation on a CPU only runs the student.
+The teacher runs once per pair (`cache_teacher` for a family teacher, `cache_mast3r` for a
+MASt3R teacher), so distillation on a CPU only runs the student.
 """
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from l3d_ros.backends.base import to_gray01
 from l3d_ros.backends.onnx_student import resize_to
 from l3d_ros.dataset import read_pair
 from l3d_ros.geometry import depth_to_disparity
+from l3d_train.mast3r.pair import model_size, teacher_depth
+
+log = logging.getLogger(__name__)
 
 
 def gt_disparity(depth_m: np.ndarray, fx: float, baseline_m: float,
@@ -67,6 +73,69 @@ def cache_teacher(teacher: torch.nn.Module, folders: list[Path], cache_dir: Path
         np.savez(path, t_disp=res['disp'][0].numpy(), t_conf=res['conf'][0].numpy(),
                  t_enc=res['enc'][0].half().numpy(),
                  t_dec=torch.stack([d[0] for d in res['dec']]).half().numpy())
+    return out_dir
+
+
+def _token_grid(tokens: torch.Tensor, grid_t: tuple[int, int],
+                grid_s: tuple[int, int]) -> torch.Tensor:
+    """(N_t, C) tokens on the teacher's patch grid -> (N_s, C) on the student's (bilinear)."""
+    if grid_t == grid_s:
+        return tokens
+    x = tokens.T.reshape(1, -1, *grid_t)
+    x = F.interpolate(x.float(), size=grid_s, mode='bilinear', align_corners=False)
+    return x[0].flatten(1).T
+
+
+@torch.no_grad()
+def cache_mast3r(teacher: torch.nn.Module, folders: list[Path], cache_dir: Path,
+                 size_hw: tuple[int, int], patch: int = 16) -> Path:
+    """Run a MASt3R teacher once per pair; npz per pair under cache_dir/<id>_<h>x<w>/.
+
+    Targets at the student's input size `size_hw` (h, w):
+      t_disp (1, h, w): disparity [px at width w] of the teacher's metric depth
+                        (l3d_train.mast3r.pair.teacher_depth: scale from the known baseline);
+      t_conf (1, h, w): its confidence 1 - 1/conf, 0 where the teacher gives no depth;
+      t_enc (N, C_enc), t_dec (L, N, C_dec): the left view's encoder tokens and the output of
+                        each decoder block (float16), resampled to the student's patch grid.
+    The teacher runs at its training size (long side <= max(cfg.img_size)). A pair whose
+    pointmaps give no baseline (a weak teacher) is cached with t_conf = 0: it adds no loss.
+    """
+    teacher.eval()
+    side = max(teacher.cfg.img_size)
+    h, w = size_hw
+    out_dir = Path(cache_dir) / f'{teacher_id(teacher)}_{h}x{w}'
+    out_dir.mkdir(parents=True, exist_ok=True)
+    captured = {}
+    hook = teacher.decoder.register_forward_hook(
+        lambda mod, args, out: captured.update(layers=out[0]))
+    refused = 0
+    try:
+        for folder in folders:
+            path = out_dir / f'{Path(folder).name}.npz'
+            if path.is_file():
+                continue
+            pair = read_pair(folder)
+            left01, right01 = to_gray01(pair.left), to_gray01(pair.right)
+            try:
+                depth, conf = teacher_depth(teacher, left01, right01, pair.calib, side)
+            except ValueError as exc:
+                refused += 1
+                log.warning('%s: teacher gives no metric depth (%s); cached with t_conf 0',
+                            folder, exc)
+                depth, conf = np.full(pair.calib.shape, np.nan, np.float32), None
+            disp, mask = gt_disparity(depth, pair.calib.fx, pair.calib.baseline_m, size_hw)
+            t_conf = mask * (resize_to(conf, size_hw) if conf is not None else 0.0)
+            p_t = teacher.cfg.patch_size
+            grid_t = tuple(s // p_t for s in model_size(*pair.calib.shape, p_t, side))
+            grid_s = (h // patch, w // patch)
+            layers = [_token_grid(t[0], grid_t, grid_s) for t in captured['layers']]
+            np.savez(path, t_disp=disp[None], t_conf=t_conf.astype(np.float32)[None],
+                     t_enc=layers[0].half().numpy(),
+                     t_dec=torch.stack(layers[1:]).half().numpy())
+    finally:
+        hook.remove()
+    if refused:
+        log.warning('teacher refused %d of %d pairs', refused, len(folders))
     return out_dir
 
 

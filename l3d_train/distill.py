@@ -1,7 +1,8 @@
 """Distillation recipes, their losses and the training loop (CPU or one GPU).
 
 Recipes (all train the same student on the same pairs, augmentation and step budget):
-  output        confidence-weighted relative disparity regression to the teacher's output
+  output        confidence-weighted disparity regression (smooth L1, normalised per image) to
+                the teacher's output
   feature       output + alignment of encoder and decoder tokens to the teacher's through
                 learned linear projections, loss relu(1 - cos - margin)
   *+svd         the same, the student's decoder initialised from the teacher's (svd_init)
@@ -64,10 +65,20 @@ RECIPES = {
 }
 
 
-def disparity_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """sum w |pred - target| / target / sum w over (B, 1, h, w); 0 when pred == target."""
-    rel = (pred - target).abs() / target.clamp_min(1e-3)
-    return (weight * rel).sum() / weight.sum().clamp_min(1e-6)
+def disparity_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                   beta: float = 0.02) -> torch.Tensor:
+    """Weighted smooth L1 of disparity normalised per image; (B, 1, h, w) in, scalar out.
+
+    Each image's error is divided by its weighted mean target disparity s_b [px], so a pair at
+    150 m (a few px) weighs as much as one at 30 m, and the loss is close to the relative error
+    that AbsRel measures while keeping an L1's constant gradient far from the target. beta: the
+    smooth-L1 knee in units of s_b. 0 when pred == target.
+    """
+    w_sum = weight.sum(dim=(1, 2, 3), keepdim=True)
+    scale = ((weight * target).sum(dim=(1, 2, 3), keepdim=True)
+             / w_sum.clamp_min(1e-6)).clamp_min(1e-3)
+    err = F.smooth_l1_loss(pred / scale, target / scale, beta=beta, reduction='none')
+    return (weight * err).sum() / weight.sum().clamp_min(1e-6)
 
 
 def confidence_loss(conf: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
@@ -86,14 +97,25 @@ def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor],
     return torch.stack(losses).mean()
 
 
-class FeatureProjector(nn.Module):
-    """Learned linear maps from the student's encoder/decoder tokens to the teacher's widths."""
+def teacher_dims(teacher) -> tuple[int, int, int]:
+    """(encoder width, decoder width, decoder depth) of a teacher: a family StudentSpec, or any
+    model with an l3d_train.mast3r Decoder at `.decoder` (StereoStudent, MASt3R)."""
+    if isinstance(teacher, StudentSpec):
+        return teacher.enc_dim, teacher.dec_dim, teacher.dec_depth
+    dec = teacher.decoder
+    return dec.decoder_embed.in_features, dec.decoder_embed.out_features, len(dec.dec_blocks)
 
-    def __init__(self, spec: StudentSpec, teacher: StudentSpec):
+
+class FeatureProjector(nn.Module):
+    """Learned linear maps from the student's encoder/decoder tokens to the teacher's widths;
+    student decoder layer i aligns to teacher layer _layer_map(...)[i] (as svd_init maps them)."""
+
+    def __init__(self, spec: StudentSpec, teacher):
         super().__init__()
-        self.layers = _layer_map(teacher.dec_depth, spec.dec_depth)
-        self.proj = nn.ModuleList([nn.Linear(spec.enc_dim, teacher.enc_dim)] + [
-            nn.Linear(spec.dec_dim, teacher.dec_dim) for _ in self.layers])
+        enc_t, dec_t, depth_t = teacher_dims(teacher)
+        self.layers = _layer_map(depth_t, spec.dec_depth)
+        self.proj = nn.ModuleList([nn.Linear(spec.enc_dim, enc_t)] + [
+            nn.Linear(spec.dec_dim, dec_t) for _ in self.layers])
 
     def loss(self, res: dict, batch: dict, margin: float) -> torch.Tensor:
         student = [res['enc'], *res['dec']]
@@ -137,11 +159,12 @@ def load_checkpoint(path: Path) -> tuple[StereoStudent, dict]:
 
 
 def train(spec: StudentSpec, recipe: Recipe, dataset, out: Path,
-          teacher: StereoStudent | None = None, resume: bool = False,
+          teacher: nn.Module | None = None, resume: bool = False,
           amp: bool = False, progress: bool = True) -> tuple[StereoStudent, dict]:
     """Train `spec` with `recipe` on `dataset` (PairDataset); writes out.safetensors/.json/.csv.
 
-    teacher: needed for svd_init and for feature alignment widths. resume: continue from the
+    teacher: a MASt3R or a family teacher (StereoStudent), needed for svd_init (its decoder is
+    projected into the student's) and for the feature alignment widths. resume: continue from the
     step saved in out.state.pt (training state, never loaded at run time). Returns the model and
     its meta (recipe, steps, final losses, wall time).
     """
@@ -152,7 +175,7 @@ def train(spec: StudentSpec, recipe: Recipe, dataset, out: Path,
     svd_info = None
     if recipe.svd_init:
         svd_info = svd_init_decoder(teacher.decoder, model.decoder)
-    projector = FeatureProjector(spec, teacher.spec) if recipe.feature else None
+    projector = FeatureProjector(spec, teacher) if recipe.feature else None
     model.to(device).train()
     params = list(model.parameters()) + (list(projector.parameters()) if projector else [])
     if projector:
@@ -199,6 +222,8 @@ def train(spec: StudentSpec, recipe: Recipe, dataset, out: Path,
             writer.writerow([step] + [f'{v:.5f}' for v in values]
                             + [f'{sched.get_last_lr()[0]:.2e}',
                                f'{time.perf_counter() - t0:.1f}'])
+            if step % 10 == 0:
+                csv_file.flush()
             bar.update(1)
             bar.set_postfix(loss=f'{values[0]:.4f}')
             if step >= recipe.steps:

@@ -160,8 +160,10 @@ def svd_init_decoder(teacher: Decoder, student: Decoder) -> dict:
         P = torch.eye(d_t, dtype=torch.float64)
     W = P.T @ teacher.decoder_embed.weight.double()                     # (d_s, e_t)
     e_s = student.decoder_embed.in_features
-    if e_s != W.shape[1]:
+    if e_s < W.shape[1]:        # a narrower student encoder: the rows W reads most
         W = W @ torch.linalg.svd(W, full_matrices=True)[2][:e_s].T         # (d_s, e_s)
+    elif e_s > W.shape[1]:      # a wider one: the extra encoder channels start unread
+        W = torch.cat([W, W.new_zeros(W.shape[0], e_s - W.shape[1])], dim=1)
     _set(student.decoder_embed, W, P.T @ teacher.decoder_embed.bias.double())
     for t, s in zip(_blocks(teacher, idx), _blocks(student, list(range(len(idx))))):
         _map_block(t, s, P, nh_t)

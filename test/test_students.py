@@ -1,12 +1,13 @@
 """Student family: shapes, positivity, counts, the correlation layer against a naive loop."""
 from dataclasses import replace
 
+from hypothesis import given, settings, strategies as st
 import pytest
 import torch
 
 from l3d_train.students import count_flops, count_params, FAMILY, FLIGHT, StereoStudent
 from l3d_train.students import StudentSpec
-from l3d_train.students.model import correlation
+from l3d_train.students.model import correlation, hole_fill, local_soft_argmax
 
 TINY = StudentSpec(name='tiny', enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=1,
                    dec_heads=2, patch_size=8, input_size=(32, 48), max_disp_px=8, stem_dim=4,
@@ -30,14 +31,43 @@ def test_wrong_input_size_is_refused():
         StereoStudent(TINY)(torch.rand(1, 1, 40, 48), torch.rand(1, 1, 40, 48))
 
 
-def test_correlation_matches_naive_loop():
+@pytest.mark.parametrize('stride', [1, 2])
+def test_correlation_matches_naive_loop(stride):
     torch.manual_seed(1)
-    fl, fr = torch.randn(1, 3, 4, 9), torch.randn(1, 3, 4, 9)
-    corr = correlation(fl, fr, 4)
+    fl, fr = torch.randn(1, 3, 4, 10), torch.randn(1, 3, 4, 10)
+    corr = correlation(fl, fr, 4, stride)
+    assert corr.shape == (1, 4, 4 // stride, 10 // stride)
     for s in range(4):
-        for x in range(9):
-            want = (fl[0, :, :, x] * fr[0, :, :, x - s]).mean(0) if x >= s else torch.zeros(4)
-            torch.testing.assert_close(corr[0, s, :, x], want)
+        for j, x in enumerate(range(0, 10, stride)):
+            rows = slice(None, None, stride)
+            want = ((fl[0, :, rows, x] * fr[0, :, rows, x - s]).sum(0) if x >= s
+                    else torch.zeros(4 // stride))
+            torch.testing.assert_close(corr[0, s, :, j], want)
+
+
+def test_correlation_of_a_shifted_image_peaks_at_the_shift():
+    torch.manual_seed(2)
+    f = torch.randn(1, 8, 6, 40)
+    f = f / f.norm(dim=1, keepdim=True)
+    right = torch.roll(f, -5, dims=-1)                 # right(x) = left(x + 5): disparity 5
+    corr = correlation(f, right, 12, 2)
+    assert (corr[0, :, :, 4:].argmax(0) == 5).all()    # x >= 8: the shift is inside the image
+
+
+@given(st.floats(0.0, 1.0), st.integers(2, 12))
+@settings(max_examples=30, deadline=None)
+def test_local_soft_argmax_recovers_a_subpixel_peak(frac, centre):
+    # a parabola of logits around centre + frac plus a far second mode almost as strong: the
+    # local soft-argmax lands within 0.1 px of the peak, a global soft-argmax would not
+    shifts = torch.arange(16, dtype=torch.float64)
+    peak = centre + frac
+    cost = -1.0 * (shifts - peak) ** 2
+    cost[15 if centre < 8 else 0] = -0.5
+    d, p = local_soft_argmax(cost.view(1, 16, 1, 1), radius=2)
+    assert abs(float(d) - peak) < 0.1
+    global_d = float((torch.softmax(cost, 0) * shifts).sum())
+    assert abs(global_d - peak) > 0.5
+    assert 0.0 < float(p) < 1.0
 
 
 def test_counts_and_flight_budget():
@@ -59,3 +89,18 @@ def test_family_specs_are_valid_and_distinct():
         StudentSpec(encoder='resnet')
     with pytest.raises(ValueError, match='head dimension'):
         StudentSpec(dec_dim=64, dec_heads=3)
+
+
+def test_hole_fill_takes_the_nearest_matched_disparity():
+    disp = torch.zeros(1, 1, 32, 64)
+    disp[..., :32], disp[..., 32:] = 4.0, 10.0
+    weight = torch.ones_like(disp)
+    weight[..., 40:48] = 0.0                        # a shadow in the right half
+    fill = hole_fill(disp * weight, weight)
+    # matched pixels keep their value (5 %: the coarser scales bleed in with weight 1/10)
+    torch.testing.assert_close(fill[..., 4:20], torch.full((1, 1, 32, 16), 4.0), rtol=0.05,
+                               atol=0)
+    assert (fill[..., 42:46] > 9.0).all()           # from its lit neighbours, not the far half
+    # only ratios of weights matter
+    torch.testing.assert_close(hole_fill(disp, weight * 0.5), hole_fill(disp, weight),
+                               rtol=1e-3, atol=1e-3)

@@ -1,16 +1,21 @@
 """The stereo student: correlation stem + ViT/CNN encoder + cross-attention decoder + head.
 
-Shapes for one batch of B pairs at input size (H, W), patch p, correlation range D = max_disp/2:
+Shapes for one batch of B pairs at input size (H, W), patch p, correlation range D:
   left, right (B, 1, H, W) in [0, 1]
-  stem        (B, c, H/2, W/2) per view (shared weights)
-  corr        (B, D, H/2, W/2): mean_c fL(x) fR(x - s), s = 0..D-1 (stride-2 pixels)
-  d0          (B, 1, H/2, W/2): soft-argmin of corr (stride-2 pixels)
+  stem        (B, c, H, W) per view (shared weights), unit length over c
+  corr        (B, D, H/2, W/2): cos(fL(x), fR(x - s)) * exp(log_temp) for left pixels on the
+              stride-2 grid, s = 0..D-1 full-resolution pixels, D = max_disp_px; log_temp
+              starts at log(20), so a perfect match dominates the softmax at initialisation
+  d1          (B, 1, H/2, W/2): local soft-argmax of corr around its arg-max (sub-pixel, px)
   tokens      (B, H/p * W/p, enc_dim) per view -> decoder (B, N, dec_dim) per view
-  head        pixel-shuffles the left decoder tokens to stride 2, fuses stem + corr + d0 and
-              predicts a disparity residual and a confidence logit, upsampled to (H, W).
+  head        pixel-shuffles the left decoder tokens to stride 2, fuses them with the stem
+              features, the cost volume and d1, and predicts a residual to d1 and a
+              confidence logit, upsampled to (H, W).
 The decoder is l3d_train.mast3r's (RoPE self-attention + cross-attention to the other view), so
 the teacher's decoder weights can be projected into it (l3d_train.svd_init).
 """
+import math
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -64,16 +69,68 @@ class CnnEncoder(nn.Module):
         return x.flatten(2).transpose(1, 2), patch_positions(B, h, w, img.device)
 
 
-def correlation(f_left: torch.Tensor, f_right: torch.Tensor, n_disp: int) -> torch.Tensor:
-    """(B, C, h, w) x 2 -> (B, n_disp, h, w): mean over C of fL(y, x) * fR(y, x - s)."""
-    padded = F.pad(f_right, (n_disp - 1, 0))
+def correlation(f_left: torch.Tensor, f_right: torch.Tensor, n_disp: int,
+                stride: int = 1) -> torch.Tensor:
+    """(B, C, H, W) x 2 -> (B, n_disp, H/stride, W/stride): sum over C of fL(y, x) fR(y, x - s).
+
+    Left pixels on the stride grid (y, x multiples of `stride`), shifts s = 0..n_disp-1 in
+    full-resolution pixels, so the disparity resolution stays 1 px at 1/stride^2 of the cost.
+    Right pixels left of the image (x - s < 0) read zeros.
+    """
+    padded = F.pad(f_right[..., ::stride, :], (n_disp - 1, 0))
+    left = f_left[..., ::stride, ::stride]
     w = f_left.shape[-1]
-    return torch.cat([(f_left * padded[..., n_disp - 1 - s:n_disp - 1 - s + w]).mean(
+    return torch.cat([(left * padded[..., n_disp - 1 - s:n_disp - 1 - s + w:stride]).sum(
         1, keepdim=True) for s in range(n_disp)], dim=1)
 
 
+def local_soft_argmax(cost: torch.Tensor, radius: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-pixel disparity from a cost volume (B, D, h, w) of logits (higher = better match).
+
+    Soft-argmax restricted to the shifts within `radius` of the arg-max, so a second mode far
+    away cannot pull the estimate (as a global soft-argmin does); returns disparity (B, 1, h, w)
+    [shift units] and the peak probability of the full softmax (B, 1, h, w), a match quality.
+    """
+    shifts = torch.arange(cost.shape[1], dtype=cost.dtype, device=cost.device).view(1, -1, 1, 1)
+    best = cost.argmax(dim=1, keepdim=True).to(cost.dtype)
+    local = torch.where((shifts - best).abs() <= radius, cost, torch.full_like(cost, -1e4))
+    disp = (torch.softmax(local, dim=1) * shifts).sum(1, keepdim=True)
+    return disp, torch.softmax(cost, dim=1).amax(1, keepdim=True)
+
+
+def hole_fill(disp: torch.Tensor, weight: torch.Tensor, scales=(8, 32)) -> torch.Tensor:
+    """Normalised convolution: weighted mean disparity at growing scales, finest where it has
+    support. disp, weight (B, 1, h, w) -> (B, 1, h, w); scales larger than h or w are skipped.
+
+    fill = sum_k a_k pool_k(w d) / sum_k a_k pool_k(w) with a_k = 10^-k over the scales and the
+    whole image, so a textureless shadow takes the disparity of the nearest matched ground.
+    """
+    h, w = disp.shape[-2:]
+    num, den = 0.0, 0.0
+    for i, k in enumerate((*[k for k in scales if k <= min(h, w)], None)):
+        if k is None:
+            n_k = (weight * disp).mean((2, 3), keepdim=True)
+            d_k = weight.mean((2, 3), keepdim=True)
+        else:
+            n_k = F.interpolate(F.avg_pool2d(weight * disp, k), size=(h, w), mode='bilinear',
+                                align_corners=False)
+            d_k = F.interpolate(F.avg_pool2d(weight, k), size=(h, w), mode='bilinear',
+                                align_corners=False)
+        num, den = num + 10.0 ** -i * n_k, den + 10.0 ** -i * d_k
+    return num / (den + 1e-6)
+
+
 class StereoStudent(nn.Module):
-    """(left, right) grey in [0, 1] -> dict(disp (B,1,H,W) [px], conf (B,1,H,W), features)."""
+    """(left, right) grey in [0, 1] -> dict(disp (B,1,H,W) [px], conf (B,1,H,W), features).
+
+    With `corr`, a 1-px-step matcher on the stride-2 grid gives d1 (local soft-argmax of the
+    cosine cost over max_disp_px shifts) and its peak probability; `hole_fill` spreads the
+    matched disparity into textureless shadows and the unmatched border strip. The stride-2 head
+    sees the decoder tokens, stem features, cost volume, d1, peak and fill, and predicts a gate
+    between d1 and the fill (biased towards d1 where the peak is high), a residual and the
+    confidence. Without it the head
+    predicts the disparity from the tokens and stem features alone.
+    """
 
     def __init__(self, spec: StudentSpec):
         super().__init__()
@@ -87,14 +144,16 @@ class StereoStudent(nn.Module):
         self.decoder = Decoder(spec.enc_dim, spec.dec_dim, spec.dec_depth, spec.dec_heads,
                                spec.mlp_ratio, rope)
         c, hd, up = spec.stem_dim, spec.head_dim, spec.patch_size // 2
-        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, 2, 1), nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1))
-        self.n_disp = spec.max_disp_px // 2
-        self.corr_temp = nn.Parameter(torch.tensor(10.0))
+        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, 1, 1), nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1))
+        self.down = nn.Sequential(nn.Conv2d(c, c, 3, 2, 1), nn.ReLU())
+        self.n_disp = spec.max_disp_px
+        self.corr_log_temp = nn.Parameter(torch.tensor(math.log(20.0)))
         self.token_head = nn.Linear(spec.dec_dim, hd * up * up)
-        n_in = hd + c + (self.n_disp + 1 if spec.corr else 0)
+        n_in = hd + c + (self.n_disp + 3 if spec.corr else 0)
         self.refine = nn.Sequential(nn.Conv2d(n_in, hd, 1), nn.ReLU(),
                                     nn.Conv2d(hd, hd, 3, 1, 1), nn.ReLU(),
-                                    nn.Conv2d(hd, hd, 3, 1, 1), nn.ReLU(), nn.Conv2d(hd, 2, 1))
+                                    nn.Conv2d(hd, hd, 3, 1, 1), nn.ReLU(),
+                                    nn.Conv2d(hd, 3 if spec.corr else 2, 1))
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> dict:
         spec = self.spec
@@ -104,24 +163,29 @@ class StereoStudent(nn.Module):
         pair = torch.cat((left, right)) * 2.0 - 1.0                      # (2B, 1, H, W)
         f = self.stem(pair)
         f = f / (f.norm(dim=1, keepdim=True) + 1e-6)                     # unit features
-        fl, fr = f[:B], f[B:]
+        fl, fr = f[:B], f[B:]                                            # (B, c, H, W)
         tokens, pos = self.encoder(pair.expand(-1, 3, -1, -1), None)     # (2B, N, C_enc)
         layers1, _ = self.decoder(tokens[:B], pos[:B], tokens[B:], pos[B:])
         p2 = spec.patch_size // 2
         t = self.token_head(layers1[-1]).transpose(1, 2)                 # (B, hd*p2*p2, N)
         t = F.pixel_shuffle(t.unflatten(2, (H // spec.patch_size, W // spec.patch_size)), p2)
-        feats = [t, fl]
+        feats = [t, self.down(fl)]                                       # (B, *, H/2, W/2)
         if spec.corr:
-            prob = torch.softmax(correlation(fl, fr, self.n_disp) * self.corr_temp, dim=1)
-            shifts = torch.arange(self.n_disp, dtype=prob.dtype, device=prob.device)
-            d0 = (prob * shifts.view(1, -1, 1, 1)).sum(1, keepdim=True)  # (B, 1, H/2, W/2)
-            feats += [prob, d0]
-        out = self.refine(torch.cat(feats, dim=1))
-        raw = out[:, :1] + d0 if spec.corr else out[:, :1] + 0.25 * self.n_disp
-        disp = 2.0 * F.interpolate(F.softplus(raw), scale_factor=2, mode='bilinear',
-                                   align_corners=False)                  # input pixels
-        conf = torch.sigmoid(F.interpolate(out[:, 1:], scale_factor=2, mode='bilinear',
-                                           align_corners=False))
+            cost = correlation(fl, fr, self.n_disp, 2) * self.corr_log_temp.exp()
+            d1, peak = local_soft_argmax(cost)                           # (B, 1, H/2, W/2) px
+            fill = hole_fill(d1, peak)                                   # shadows, borders
+            feats += [torch.softmax(cost, dim=1), d1 * (2.0 / self.n_disp), peak,
+                      fill * (2.0 / self.n_disp)]
+        out = self.refine(torch.cat(feats, dim=1))                       # (B, 2|3, H/2, W/2)
+        if spec.corr:                   # gate: matched d1 where it is trusted, else the fill
+            gate = torch.sigmoid(out[:, 2:3] + 8.0 * (peak - 0.25))
+            base = gate * d1 + (1.0 - gate) * fill
+        else:
+            base = 0.25 * self.n_disp
+        out = torch.cat((base + 2.0 * out[:, :1], out[:, 1:2]), dim=1)
+        out = F.interpolate(out, scale_factor=2, mode='bilinear', align_corners=False)
+        disp = F.softplus(out[:, :1], beta=4.0)                          # input pixels
+        conf = torch.sigmoid(out[:, 1:])
         return {'disp': disp, 'conf': conf, 'enc': tokens[:B], 'dec': layers1[1:]}
 
 

@@ -24,7 +24,7 @@ class StudentSpec:
     patch_size: int = 16                    # encoder stride [px]; tokens are (H/p) x (W/p)
     input_size: tuple[int, int] = (256, 256)  # (height, width) the network runs at [px]
     corr: bool = True                       # plane-sweep correlation stem (stereo prior)
-    max_disp_px: int = 48                   # correlation range at input resolution [px]
+    max_disp_px: int = 40                   # matching range [px at input size]; 23 at 30 m
     stem_dim: int = 12                      # channels of the stride-2 conv stem
     head_dim: int = 16                      # channels of the stride-2 refinement head
 
