@@ -1,5 +1,8 @@
 """`l3d_stereo`: rectified stereo pair in, depth / points / hazard out (INTERFACES.md section 5).
 
+The optional `landing_target` (PointStamped in `map`, latched) is the nominal landing point:
+`safe_site` is chosen near it, within hazard.divert_max_m; without it, below the camera.
+
 Callbacks only hand messages to the synchroniser; a matched set goes into a one-slot mailbox
 (newest pair wins, replaced pairs are counted) and a worker thread runs the pipeline and
 publishes. A bad frame is dropped, counted and reported; it never stops the node.
@@ -10,7 +13,7 @@ import time
 import zlib
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PointStamped, PoseStamped
 from nav_msgs.msg import OccupancyGrid
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -62,6 +65,9 @@ class StereoNode(Node):
                                    ('right_info', CameraInfo, 'right/camera_info')):
             self.create_subscription(typ, topic, self._on_input(stream), qos_in)
         self.create_subscription(PoseStamped, 'camera_pose', self._on_pose, qos_in)
+        self.target_xy = None              # nominal landing point in `map` from landing_target
+        self.create_subscription(PointStamped, 'landing_target', self._on_target, QoSProfile(
+            depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
 
         self.pub_points = self.create_publisher(PointCloud2, 'points', 5)
         self.pub_depth = self.create_publisher(Image, 'depth', 5)
@@ -111,6 +117,14 @@ class StereoNode(Node):
         except ValueError as exc:
             self._fault(f'camera_pose rejected: {exc}')
 
+    def _on_target(self, msg: PointStamped) -> None:
+        xy = np.array([msg.point.x, msg.point.y], np.float64)
+        if msg.header.frame_id not in ('', MAP_FRAME) or not np.isfinite(xy).all():
+            self._fault(f'landing_target rejected: frame {msg.header.frame_id!r}, xy {xy}; '
+                        f'expected finite coordinates in {MAP_FRAME!r}')
+            return
+        self.target_xy = xy
+
     def _fault(self, text: str) -> None:
         self.health.fault(text)
         self.get_logger().error(text, throttle_duration_sec=1.0)
@@ -150,7 +164,7 @@ class StereoNode(Node):
         calib = conv.camera_infos_to_calib(pair.left_info, pair.right_info)
         left, right = conv.image_to_array(pair.left), conv.image_to_array(pair.right)
         t1 = time.perf_counter()
-        out = self.pipeline.process(left, right, calib, pose)
+        out = self.pipeline.process(left, right, calib, pose, self.target_xy)
         for text in out.faults:
             self._fault(text)
         header = pair.left.header

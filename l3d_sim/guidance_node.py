@@ -14,7 +14,7 @@ is safe); the simulator holds sim time meanwhile, so the decision does not depen
 import sys
 import time
 
-from geometry_msgs.msg import PoseStamped, Vector3Stamped
+from geometry_msgs.msg import PointStamped, PoseStamped, Vector3Stamped
 from nav_msgs.msg import OccupancyGrid, Odometry
 import numpy as np
 import rclpy
@@ -48,6 +48,12 @@ class GuidanceNode(Node):
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_cmd = self.create_publisher(Vector3Stamped, 'lander/accel_cmd', reliable)
         self.pub_target = self.create_publisher(PoseStamped, 'lander/target', reliable)
+        # the nominal landing point, latched: l3d_stereo picks safe_site near it
+        self.pub_nominal = self.create_publisher(PointStamped, 'landing_target', latched)
+        nominal = PointStamped()
+        nominal.header.frame_id = 'map'
+        nominal.point.x, nominal.point.y = (float(v) for v in mission.guidance.nominal_xy_m)
+        self.pub_nominal.publish(nominal)
         self.create_subscription(Odometry, 'lander/odom', self._on_odom, reliable)
         self.create_subscription(Range, 'lander/altimeter', self._on_altimeter, reliable)
         self.create_subscription(OccupancyGrid, 'hazard_map', self._on_hazard, latched)

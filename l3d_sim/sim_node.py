@@ -317,6 +317,7 @@ class SimNode(Node):
         result = finalize(depth, np.isfinite(depth).astype(np.float32), frame.calib,
                           c.depth_min_m, c.depth_max_m, c.confidence_min)
         hz = frame_hazard(result, frame.calib, R_nav, t_nav, c.hazard, fusion,
+                          np.asarray(self.mission.guidance.nominal_xy_m, np.float64),
                           exact_depth=True)
         map_header = Header(stamp=header.stamp, frame_id=MAP_FRAME)
         grid = hz.layers.grid
