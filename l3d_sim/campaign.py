@@ -43,17 +43,22 @@ def run_params(base: dict, run: dict, image_px: int | None = None) -> dict:
     return params
 
 
-def fly(params: dict, workdir: Path, domain_id: int, timeout_s: float) -> dict:
-    """One landing in its own processes and DDS domain; returns the simulator's result."""
+def fly(params: dict, workdir: Path, domain_id: int, timeout_s: float,
+        ground_station: tuple[list[str], dict] | None = None) -> dict:
+    """One landing in its own processes and DDS domain; returns the simulator's result.
+    `ground_station` = (command prefix, environment): start only the simulator and guidance,
+    each command prefixed (e.g. `ip netns exec NS`) and in that environment; the perception
+    node runs elsewhere (`l3d hil`'s flight computer)."""
     workdir.mkdir(parents=True, exist_ok=True)
     params_file = workdir / 'params.yaml'
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     mode = params[MISSION_SECTION]['ros__parameters']['run']['mode']
     result_path = Path(params[MISSION_SECTION]['ros__parameters']['run']['result_path'])
     nodes = [n for n in launch_nodes(params_file, with_sim=True)
-             if mode == 'hda' or n.name != NODE_NAME]
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1')
+             if mode == 'hda' and ground_station is None or n.name != NODE_NAME]
+    prefix, env = ground_station or ([], dict(os.environ,
+                                              ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST'))
+    env = dict(env, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED='1')
     procs, logs = [], []
     try:
         for n in nodes:
@@ -61,7 +66,7 @@ def fly(params: dict, workdir: Path, domain_id: int, timeout_s: float) -> dict:
             log = open(workdir / f'{n.name}.log', 'w')
             logs.append(log)
             procs.append(subprocess.Popen(
-                [sys.executable, '-m', n.module, *n.ros_args(params_file), *extra],
+                [*prefix, sys.executable, '-m', n.module, *n.ros_args(params_file), *extra],
                 env=env, stdout=log, stderr=subprocess.STDOUT))
         sim = procs[[n.name for n in nodes].index(SIM_NODE_NAME)]
         try:

@@ -1,9 +1,12 @@
-"""`l3d hil`: the node in its own network namespace; an injected link delay shows in latency."""
+"""`l3d hil`: the node in its own network namespace; an injected link delay shows in latency;
+a closed-loop landing flies with the node on the flight computer."""
 import json
 import os
 import subprocess
 
 import pytest
+from test_closed_loop import small_world    # the same world (setup.cfg: not an app name)
+import yaml
 
 from l3d_sim.hil import HilConfig, LinkCondition, netns_permitted, run_hil
 from ros_harness import write_params
@@ -47,3 +50,36 @@ def test_injected_delay_shows_in_end_to_end_latency(tmp_path):
     names = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True).stdout
     tag = os.getpid() % 100000
     assert f'l3d_fc_{tag}' not in names and f'l3d_gnd_{tag}' not in names   # cleaned up
+
+
+@pytest.mark.ros
+@pytest.mark.skipif(not NETNS_OK, reason=f'network namespaces not permitted: {NETNS_WHY}')
+def test_closed_loop_landing_with_the_node_on_the_flight_computer(tmp_path):
+    # the closed-loop test's small world, 256 px, boulder at the target, and its relaxed stereo
+    # noise (disparity_sigma_px 0.1, sigma_margin 1: the shipped 0.25 px / 2 sigma declare
+    # nothing safe from SGBM at 256 px); l3d_stereo in the flight namespace, pinned to a core
+    params = tmp_path / 'world.yaml'
+    params.write_text(yaml.safe_dump(small_world()))
+    cfg = HilConfig(params, (LinkCondition('clean'),), duration_s=0.0, landings=1,
+                    image_px=256, target_hazard='boulder', isolate='netns')
+    result = run_hil(cfg, tmp_path / 'hil')
+    assert result['mode'] == 'netns' and result['landings_per_condition'] == 1
+    (clean,) = result['conditions']
+    s = clean['landings']
+    assert set(s) >= {'landings', 'safe_landings', 'safe_rate', 'landed', 'touchdown_error_m',
+                      'divert_m', 'perception_latency_ms', 'scans', 'scans_answered',
+                      'frame_timeouts', 'node_frames_replaced', 'link', 'errors', 'runs'}, s
+    (run,) = s['runs']
+    assert run['error'] is None and run['landed'] and s['landings'] == 1, run
+    assert isinstance(run['safe'], bool) and s['safe_landings'] == int(run['safe'])
+    # every scan crossed the link both ways: the images up, the node's hazard_map back down
+    assert run['scans'] == 3 and run['scans_answered'] == 3 and run['frame_timeouts'] == 0
+    assert len(run['latency_ms']) == 3 and min(run['latency_ms']) > 0
+    assert s['perception_latency_ms']['max'] == max(run['latency_ms'])
+    assert s['link']['up']['forwarded'] >= 3 * 5 and s['link']['down']['forwarded'] >= 3
+    assert s['link']['up']['dropped'] == s['link']['up']['repaired'] == 0    # clean link
+    # the boulder sits on the nominal target: the node's map moved the lander off it
+    assert run['nominal_safe'] is False and run['divert_m'] > 1.5, run
+    assert run['touchdown_error_m'] < 2.0
+    assert json.loads((tmp_path / 'hil' / 'hil.json').read_text()) == result
+    assert '| clean | %d / 1 |' % s['safe_landings'] in (tmp_path / 'hil' / 'hil.md').read_text()
