@@ -206,7 +206,7 @@ def ensure_teacher(args, train_dir: Path) -> tuple[torch.nn.Module, Path]:
     if not path.is_file():
         from l3d_ros.cli import main as l3d
         argv = ['train', 'teacher', '--data', str(train_dir), '--out', str(run),
-                '--steps', str(args.teacher_steps), '--seed', str(TRAIN_SEED)]
+                '--steps', str(args.teacher_steps), '--save-every', '50', '--quiet']
         if (run / 'checkpoints' / 'latest').is_file():
             argv.append('--resume')
         log.info('training the teacher: l3d %s', ' '.join(argv))
@@ -257,7 +257,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument('--teacher', type=Path, default=None,
                        help='MASt3R checkpoint (.safetensors + .json sidecar, or .pth); default '
                        'WORK/teacher/teacher.safetensors, trained when missing')
-        p.add_argument('--teacher-steps', type=int, default=600)
+        p.add_argument('--teacher-steps', type=int, default=300)
         p.add_argument('--train', type=Path, default=None, help='training pair folders')
         p.add_argument('--eval', type=Path, default=None, help='held-out depth set')
         p.add_argument('--hazard-eval', type=Path, default=None, help='held-out hazard set')
@@ -266,7 +266,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument('--val-pairs', type=int, default=6)
         p.add_argument('--eval-pairs', type=int, default=16)
         p.add_argument('--hazard-pairs', type=int, default=12)
-        p.add_argument('--steps', type=int, default=1200 if name == 'flight' else 150)
+        p.add_argument('--steps', type=int, default=600 if name == 'flight' else 100)
         p.add_argument('--batch', type=int, default=4)
         p.add_argument('--lr', type=float, default=2e-3)
         p.add_argument('--stride', type=int, default=None, help='hazard stride (default auto)')
@@ -285,6 +285,10 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     data = ensure_data(args, held_out=args.action != 'run')
+    if args.action == 'run' and RECIPES[args.recipe].target != 'teacher':
+        _, meta = distill_one(args, args.student, args.recipe, None, data, None, args.steps)
+        print(json.dumps(meta['final_loss']))                 # ground truth: no teacher
+        return 0
     teacher, teacher_path = ensure_teacher(args, data['train'])
     cache = cache_mast3r(teacher, list_pairs(data['train']), args.work / 'teacher_cache',
                          get_spec('flight').input_size)

@@ -125,10 +125,11 @@ class StereoStudent(nn.Module):
 
     With `corr`, a 1-px-step matcher on the stride-2 grid gives d1 (local soft-argmax of the
     cosine cost over max_disp_px shifts) and its peak probability; `hole_fill` spreads the
-    matched disparity into textureless shadows and the unmatched border strip. The stride-2 head
-    sees the decoder tokens, stem features, cost volume, d1, peak and fill, and predicts a gate
-    between d1 and the fill (biased towards d1 where the peak is high), a residual and the
-    confidence. Without it the head
+    matched disparity into textureless shadows and the left border strip whose matches fall
+    outside the right image. The stride-2 head sees the decoder tokens, stem features, cost
+    volume, d1, peak, fill and matchability, and predicts a gate between d1 and the fill
+    (biased towards d1 where the peak is high and the match is inside the image), a residual
+    and the confidence. Without it the head
     predicts the disparity from the tokens and stem features alone.
     """
 
@@ -149,7 +150,7 @@ class StereoStudent(nn.Module):
         self.n_disp = spec.max_disp_px
         self.corr_log_temp = nn.Parameter(torch.tensor(math.log(20.0)))
         self.token_head = nn.Linear(spec.dec_dim, hd * up * up)
-        n_in = hd + c + (self.n_disp + 3 if spec.corr else 0)
+        n_in = hd + c + (self.n_disp + 4 if spec.corr else 0)
         self.refine = nn.Sequential(nn.Conv2d(n_in, hd, 1), nn.ReLU(),
                                     nn.Conv2d(hd, hd, 3, 1, 1), nn.ReLU(),
                                     nn.Conv2d(hd, hd, 3, 1, 1), nn.ReLU(),
@@ -173,12 +174,16 @@ class StereoStudent(nn.Module):
         if spec.corr:
             cost = correlation(fl, fr, self.n_disp, 2) * self.corr_log_temp.exp()
             d1, peak = local_soft_argmax(cost)                           # (B, 1, H/2, W/2) px
-            fill = hole_fill(d1, peak)                                   # shadows, borders
+            x_px = 2.0 * torch.arange(W // 2, dtype=d1.dtype, device=d1.device)
+            # the left strip x < max_disp may lack its match: no support for the fill there,
+            # and d1 is only trusted where the neighbourhood's disparity keeps the match inside
+            fill = hole_fill(d1, peak * (x_px >= self.n_disp).to(d1.dtype))
+            matchable = torch.sigmoid(2.0 * (x_px - fill - 2.0))
             feats += [torch.softmax(cost, dim=1), d1 * (2.0 / self.n_disp), peak,
-                      fill * (2.0 / self.n_disp)]
+                      fill * (2.0 / self.n_disp), matchable]
         out = self.refine(torch.cat(feats, dim=1))                       # (B, 2|3, H/2, W/2)
         if spec.corr:                   # gate: matched d1 where it is trusted, else the fill
-            gate = torch.sigmoid(out[:, 2:3] + 8.0 * (peak - 0.25))
+            gate = torch.sigmoid(out[:, 2:3] + 8.0 * (peak - 0.25)) * matchable
             base = gate * d1 + (1.0 - gate) * fill
         else:
             base = 0.25 * self.n_disp
