@@ -47,11 +47,11 @@ from typing import Optional
 import numpy as np
 import yaml
 
-from l3d_ros.bringup import launch_nodes, stop
+from l3d_ros.bringup import stop
 from l3d_ros.config import default_config_path
 from l3d_sim.campaign import fly, plan_runs, run_params
-from l3d_sim.hil_link import (child_command, CpuLimit, GroundPlan, Link, LinkCondition,
-                              netns_permitted, RelaySpec)
+from l3d_sim.hil_link import (child_command, GroundPlan, isolation_mode, Link, LinkCondition,
+                              netns_permitted, Placement, RelaySpec)
 from l3d_sim.mission_config import load_mission_config
 
 __all__ = ['HilConfig', 'LinkCondition', 'netns_permitted', 'run_hil']
@@ -94,69 +94,9 @@ def _summary(latency_ms: list[float], sent: int) -> dict:
             'latency_ms': _dist(latency_ms)}
 
 
-def _mode(cfg: HilConfig) -> str:
-    if cfg.board_domain is not None:
-        return 'board'
-    if cfg.isolate not in ('auto', 'netns', 'process'):
-        raise ValueError(f'isolate={cfg.isolate!r}: expected auto, netns or process')
-    if cfg.isolate == 'process':
-        return 'process'
-    ok, why = netns_permitted()
-    if not ok and cfg.isolate == 'netns':
-        raise ValueError(f'isolate=netns: {why}')
-    if not ok:
-        log.warning('network namespaces unavailable (%s): node as a separate process', why)
-    return 'netns' if ok else 'process'
-
-
-class _Harness:
-    """Where things run: namespaces (or not), domains, the flight core; starts processes."""
-
-    def __init__(self, cfg: HilConfig, mode: str, link: Optional[Link]):
-        self.cfg, self.mode, self.link = cfg, mode, link
-        base = int(os.environ.get('ROS_DOMAIN_ID', '0'))
-        self.flight_domain = cfg.board_domain if mode == 'board' else base
-        self.ground_domain = (self.flight_domain + 50) % 102      # the relay's ground side
-        cores = sorted(os.sched_getaffinity(0))
-        self.core = cores[-1] if cfg.cpu_core is None else cfg.cpu_core
-        if self.core not in cores:
-            raise ValueError(f'cpu_core={self.core!r}: expected one of this process\'s cores '
-                             f'{cores}')
-        self.cpu_methods: set[str] = set()
-
-    def ground(self, domain: int) -> tuple[list[str], dict]:
-        """(command prefix, environment) of a ground-side process on `domain`."""
-        if self.link:
-            return self.link.prefix('ground'), self.link.env('ground', domain)
-        env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
-        if self.mode == 'process':
-            env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-        return [], env
-
-    def start_node(self, params_file: Path, extra=(), stdout=None):
-        """l3d_stereo on the flight computer, pinned and throttled; (process, CpuLimit)."""
-        spec = launch_nodes(params_file)[0]
-        env = (self.link.env('flight', self.flight_domain) if self.link else
-               dict(os.environ, ROS_DOMAIN_ID=str(self.flight_domain)))
-        core = self.core
-        proc = subprocess.Popen(
-            [*(self.link.prefix('flight') if self.link else []), sys.executable, '-m',
-             spec.module, *spec.ros_args(params_file.resolve()), *extra],
-            env=env, stdout=stdout, stderr=subprocess.STDOUT if stdout else None,
-            preexec_fn=lambda: os.sched_setaffinity(0, {core}))
-        cpu = CpuLimit(proc.pid, self.cfg.cpu_quota, f'{os.getpid() % 100000}_{proc.pid}')
-        self.cpu_methods.add(cpu.method)
-        return proc, cpu
-
-    def start_relay(self, spec: RelaySpec, stdout=None) -> subprocess.Popen:
-        prefix, env = self.ground(self.flight_domain)
-        return subprocess.Popen([*prefix, *child_command('relay', spec)], env=env,
-                                stdout=stdout, stderr=subprocess.STDOUT if stdout else None)
-
-
-def _latency_phase(h: _Harness, tmp: Path) -> tuple[list[dict], bool]:
+def _latency_phase(cfg: HilConfig, h: Placement, tmp: Path) -> tuple[list[dict], bool]:
     """The ground station's pairs under every condition; (rows, impaired by netem)."""
-    cfg, link = h.cfg, h.link
+    link = h.link
     netem = link is not None and link.netem
     procs, cpu, rows = [], None, []
     try:
@@ -199,7 +139,8 @@ def _latency_phase(h: _Harness, tmp: Path) -> tuple[list[dict], bool]:
     return rows, netem
 
 
-def fly_hil(h: _Harness, params: dict, workdir: Path, cond: LinkCondition, seed: int) -> dict:
+def fly_hil(h: Placement, params: dict, workdir: Path, cond: LinkCondition, seed: int,
+            timeout_s: float = 300.0) -> dict:
     """One closed-loop landing with l3d_stereo on the flight computer behind `cond`."""
     workdir.mkdir(parents=True, exist_ok=True)
     params_file = workdir / 'params.yaml'
@@ -221,7 +162,7 @@ def fly_hil(h: _Harness, params: dict, workdir: Path, cond: LinkCondition, seed:
                 break
             time.sleep(0.1)
         if result is None:
-            result = fly(params, workdir, h.ground_domain, h.cfg.landing_timeout_s,
+            result = fly(params, workdir, h.ground_domain, timeout_s,
                          ground_station=h.ground(h.ground_domain))
             time.sleep(DIAG_LINGER_S)
     finally:
@@ -281,8 +222,7 @@ def _landing_summary(rows: list[dict]) -> dict:
             'errors': [r['error'] for r in rows if r['error']], 'runs': rows}
 
 
-def _landing_phase(h: _Harness, out_dir: Path) -> list[dict]:
-    cfg = h.cfg
+def _landing_phase(cfg: HilConfig, h: Placement, out_dir: Path) -> list[dict]:
     base = yaml.safe_load(cfg.params_file.read_text())
     plan = plan_runs(cfg.landings, cfg.seed, load_mission_config(cfg.params_file).campaign)
     summaries = []
@@ -293,7 +233,7 @@ def _landing_phase(h: _Harness, out_dir: Path) -> list[dict]:
             run = dict(run, mode='hda', target_hazard=cfg.target_hazard,
                        result_path=str(workdir / 'result.json'))
             rows.append(fly_hil(h, run_params(base, run, cfg.image_px), workdir, cond,
-                                cfg.seed + 1000 * k + i))
+                                cfg.seed + 1000 * k + i, cfg.landing_timeout_s))
             r = rows[-1]
             log.info('%s landing %d: safe=%s landed=%s divert=%s m scans %d/%d%s', cond.name,
                      i, r['safe'], r['landed'], r['divert_m'], r['scans_answered'],
@@ -305,20 +245,20 @@ def _landing_phase(h: _Harness, out_dir: Path) -> list[dict]:
 def run_hil(cfg: HilConfig, out_dir: Path) -> dict:
     """Run every condition; writes out_dir/hil.json and hil.md and returns the JSON dict."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    mode, tag = _mode(cfg), str(os.getpid() % 100000)
+    mode, tag = isolation_mode(cfg.board_domain, cfg.isolate), str(os.getpid() % 100000)
     link, netem = None, False
     latency, landings = [{}] * len(cfg.conditions), [None] * len(cfg.conditions)
     tmp = Path(tempfile.mkdtemp(prefix='l3d_hil_'))
     try:
         if mode == 'netns':
             link = Link(tag)
-        h = _Harness(cfg, mode, link)
+        h = Placement(mode, link, cfg.board_domain, cfg.cpu_core, cfg.cpu_quota)
         if cfg.duration_s > 0:
-            latency, netem = _latency_phase(h, tmp)
+            latency, netem = _latency_phase(cfg, h, tmp)
         if link is not None and netem:
             link.impair(LinkCondition('clean'))        # landings: the relay impairs
         if cfg.landings > 0:
-            landings = _landing_phase(h, out_dir)
+            landings = _landing_phase(cfg, h, out_dir)
     finally:
         if link is not None:
             link.close()

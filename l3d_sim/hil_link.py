@@ -482,5 +482,69 @@ class CpuLimit:
                 log.warning('cgroup %s left behind', self.path)
 
 
+def isolation_mode(board_domain: Optional[int], isolate: str) -> str:
+    """'board' (a real board on board_domain), 'netns' or 'process' (same host)."""
+    if board_domain is not None:
+        return 'board'
+    if isolate not in ('auto', 'netns', 'process'):
+        raise ValueError(f'isolate={isolate!r}: expected auto, netns or process')
+    if isolate == 'process':
+        return 'process'
+    ok, why = netns_permitted()
+    if not ok and isolate == 'netns':
+        raise ValueError(f'isolate=netns: {why}')
+    if not ok:
+        log.warning('network namespaces unavailable (%s): node as a separate process', why)
+    return 'netns' if ok else 'process'
+
+
+class Placement:
+    """Where things run: namespaces (or not), DDS domains, the flight core; starts the flight
+    node (pinned, throttled) and relays."""
+
+    def __init__(self, mode: str, link: Optional[Link], board_domain: Optional[int] = None,
+                 cpu_core: Optional[int] = None, cpu_quota: float = 1.0):
+        self.mode, self.link, self.cpu_quota = mode, link, cpu_quota
+        base = int(os.environ.get('ROS_DOMAIN_ID', '0'))
+        self.flight_domain = board_domain if mode == 'board' else base
+        self.ground_domain = (self.flight_domain + 50) % 102      # the relay's ground side
+        cores = sorted(os.sched_getaffinity(0))
+        self.core = cores[-1] if cpu_core is None else cpu_core
+        if self.core not in cores:
+            raise ValueError(f'cpu_core={self.core!r}: expected one of this process\'s cores '
+                             f'{cores}')
+        self.cpu_methods: set[str] = set()
+
+    def ground(self, domain: int) -> tuple[list[str], dict]:
+        """(command prefix, environment) of a ground-side process on `domain`."""
+        if self.link:
+            return self.link.prefix('ground'), self.link.env('ground', domain)
+        env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
+        if self.mode == 'process':
+            env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+        return [], env
+
+    def start_node(self, params_file: Path, extra=(), stdout=None):
+        """l3d_stereo on the flight computer, pinned and throttled; (process, CpuLimit)."""
+        from l3d_ros.bringup import launch_nodes
+        spec = launch_nodes(params_file)[0]
+        env = (self.link.env('flight', self.flight_domain) if self.link else
+               dict(os.environ, ROS_DOMAIN_ID=str(self.flight_domain)))
+        core = self.core
+        proc = subprocess.Popen(
+            [*(self.link.prefix('flight') if self.link else []), sys.executable, '-m',
+             spec.module, *spec.ros_args(params_file.resolve()), *extra],
+            env=env, stdout=stdout, stderr=subprocess.STDOUT if stdout else None,
+            preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+        cpu = CpuLimit(proc.pid, self.cpu_quota, f'{os.getpid() % 100000}_{proc.pid}')
+        self.cpu_methods.add(cpu.method)
+        return proc, cpu
+
+    def start_relay(self, spec: RelaySpec, stdout=None) -> subprocess.Popen:
+        prefix, env = self.ground(self.flight_domain)
+        return subprocess.Popen([*prefix, *child_command('relay', spec)], env=env,
+                                stdout=stdout, stderr=subprocess.STDOUT if stdout else None)
+
+
 if __name__ == '__main__':
     sys.exit(_child_main(sys.argv[1:]))
