@@ -150,8 +150,9 @@ def test_record_then_replay_gives_the_live_outputs_with_original_stamps(tmp_path
         with peer.lock:
             for queue in peer.received.values():
                 queue.clear()
-        # at half the recorded pace: the node keeps only the newest pair when it falls behind
-        counts = replay(tmp_path / 'live.mcap', rate=0.5, context=context)
+        # at a fifth of the recorded pace: the node keeps only the newest pair when it falls
+        # behind, and a loaded CI machine must not make it skip the pairs compared here
+        counts = replay(tmp_path / 'live.mcap', rate=0.2, context=context)
         assert counts == {t: sum(m.topic == t for m in live) for t in inputs}
         for stamp in stamps:
             again = peer.wait_for('depth', stamp_is(stamp), timeout_s=20)
