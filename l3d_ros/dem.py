@@ -3,17 +3,8 @@
 The map is a fixed square of side `map_size_m` and cell `cell_m` (bounded memory); its grid
 follows l3d_ros.hazard.GridGeometry (rows along +y, columns along +x, z up). Each cell keeps
 sum(1/sigma^2) and sum(z/sigma^2) over every point that fell in it, so its height is the
-inverse-variance weighted mean and its sigma 1/sqrt(sum(1/sigma^2)).
-
-Exact points (ground truth, `correlated=False`) add point by point. Stereo points do not: the
-~15-40 pixels of one frame that fall in a 0.2 m cell at 20-40 m share their matching window
-(SGBM 5x5 px plus its path smoothing), so their height errors move together. Measured on
-simulator pairs against the true DEM (scripts/hazard_noise_study.py), the per-cell error of
-one frame's mean is as large as a single pixel's, not 1/sqrt(n) of it, and a per-cell median
-is no better than the mean (the errors are correlated, not outliers within a cell). With
-`add_points(..., correlated=True)` a batch therefore counts as ONE measurement per cell: its
-inverse-variance mean height with the rms sigma of its points; independent frames (other
-altitudes, other matching windows) then tighten the estimate by inverse variance as usual.
+inverse-variance weighted mean and its sigma 1/sqrt(sum(1/sigma^2)): several points of one
+frame in a cell count as several measurements, and later frames tighten the estimate.
 """
 import math
 
@@ -78,15 +69,11 @@ class DemFusion:
         self.dropped = 0
         self.last_cells = None
 
-    def add_points(self, points_map: np.ndarray, sigma_m: np.ndarray,
-                   correlated: bool = False) -> None:
+    def add_points(self, points_map: np.ndarray, sigma_m: np.ndarray) -> None:
         """Fuse points (N, 3) or (H, W, 3) in `map` [m] with height sigmas (N,) or (H, W) [m].
 
         Points with a non-finite coordinate or a sigma that is not finite and > 0 are ignored;
-        finite points outside the map are dropped and counted in `dropped`. correlated: the
-        batch's errors within a cell are shared (one stereo frame): each cell the batch hits
-        gets one measurement, the batch's inverse-variance mean height with sigma
-        sqrt(mean(sigma^2)) of its points there; False: every point is its own measurement.
+        finite points outside the map are dropped and counted in `dropped`.
         """
         if np.shape(points_map)[:-1] != np.shape(sigma_m) or np.shape(points_map)[-1] != 3:
             raise ValueError(f'points_map.shape={np.shape(points_map)}, sigma_m.shape='
@@ -115,23 +102,12 @@ class DemFusion:
         r0, r1, c0, c1 = row.min(), row.max() + 1, col.min(), col.max() + 1
         size = (r1 - r0) * (c1 - c0)
         flat = (row - r0) * (c1 - c0) + (col - c0)
-        s2 = sig.astype(np.float64) ** 2
-        w = 1.0 / s2
-        # one bincount for all sums: index block k of size `size` carries the k-th weight
-        weights = [w, w * pts[:, 2]] + ([np.ones_like(w), s2] if correlated else [])
-        sums = np.bincount(np.concatenate([flat + k * size for k in range(len(weights))]),
-                           np.concatenate(weights), len(weights) * size)
-        sum_w, sum_wz = sums[:size], sums[size:2 * size]
-        if correlated:
-            n, sum_s2 = sums[2 * size:3 * size], sums[3 * size:]
-            hit = n > 0
-            w_cell = np.zeros(size)
-            w_cell[hit] = n[hit] / sum_s2[hit]                     # 1 / mean(sigma^2)
-            z_cell = np.zeros(size)
-            z_cell[hit] = sum_wz[hit] / sum_w[hit]
-            sum_w, sum_wz = w_cell, w_cell * z_cell
-        self._sum_w[r0:r1, c0:c1] += sum_w.reshape(r1 - r0, c1 - c0)
-        self._sum_wz[r0:r1, c0:c1] += sum_wz.reshape(r1 - r0, c1 - c0)
+        w = 1.0 / sig.astype(np.float64) ** 2
+        # one bincount for both sums: indices [0, size) carry w, [size, 2 size) carry w z
+        sums = np.bincount(np.concatenate([flat, flat + size]),
+                           np.concatenate([w, w * pts[:, 2]]), 2 * size)
+        self._sum_w[r0:r1, c0:c1] += sums[:size].reshape(r1 - r0, c1 - c0)
+        self._sum_wz[r0:r1, c0:c1] += sums[size:].reshape(r1 - r0, c1 - c0)
         self.last_cells = (int(r0), int(r1), int(c0), int(c1))
 
     def dem(self, cells: tuple[int, int, int, int] | None = None

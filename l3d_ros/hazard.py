@@ -33,12 +33,6 @@ from l3d_ros.dataset import HAZARD_HAZARD, HAZARD_SAFE, HAZARD_UNKNOWN
 
 COVERAGE_MIN = 0.8          # fraction of a disc's cells that must hold terrain to judge it
 LATTICE_MAX_CELLS = 150     # auto_stride keeps the evaluated lattice at most this many a side
-# Stereo (SGBM) height errors of neighbouring 0.2 m cells are correlated: on the simulator rig
-# at 20-42 m, after removing each 4 m disc's mean, the correlation is ~0.8 at 1 cell, ~0.6 at
-# 2, ~0.45 at 3, ~0.25 at 5 (scripts/hazard_noise_study.py), i.e. about a 3x3-cell patch moves
-# together. A disc's n cells therefore carry about n / NOISE_CORR_CELLS independent errors: the
-# noise floor's sample count and the plane gradient's standard error use that.
-NOISE_CORR_CELLS = 9.0
 _CHUNK_ELEMENTS = 1 << 21   # disc samples gathered per chunk of exact cells (8 MB float32)
 
 
@@ -236,26 +230,18 @@ def _plane(t: _Terrain, s1, su, sv, suu, suv, svv, sz, szu, szv, ssig2):
     var_mean = None
     if t.sig is not None:
         var_mean = ssig2 / np.maximum(s1, 1.0)
-        grad_se = np.sqrt(NOISE_CORR_CELLS * var_mean * np.maximum(c11, c22) / det) / t.cell_m
+        grad_se = np.sqrt(var_mean * np.maximum(c11, c22) / det) / t.cell_m
         slope_ratio = slope_ratio + t.k * grad_se / tan_max
     return ok, a, b, cc, grad_cells, slope_ratio, var_mean
 
 
 def _noise(t: _Terrain, s1, var_mean, shape):
-    """(unresolved, limit_rock, noise_m): where noise alone can pass the roughness limit.
-
-    The max |residual| of n noisy samples is inflated by about sigma sqrt(2 ln n_eff) even on
-    smooth ground; stereo height errors are correlated over NOISE_CORR_CELLS cells, so a disc
-    of s1 cells holds n_eff = s1 / NOISE_CORR_CELLS independent ones. noise_m = that floor plus
-    k sigma. Where it exceeds the limit (unresolved), a measured residual beyond the limit may
-    be noise: such a disc is hazard only above limit_rock = limit + noise_m, else unknown.
-    """
+    """(unresolved, limit_rock): where noise hides rocks, and the residual a rock must pass."""
     limit = t.cfg.roughness_max_m
     if t.sig is None:
         return np.zeros(shape, bool), np.full(shape, np.inf), np.zeros(shape)
     sig_rms = np.sqrt(var_mean)
-    n_eff = np.maximum(s1 / NOISE_CORR_CELLS, 2.0)
-    noise_m = sig_rms * np.sqrt(2.0 * np.log(n_eff)) + t.k * sig_rms
+    noise_m = sig_rms * np.sqrt(2.0 * np.log(np.maximum(s1, 2.0))) + t.k * sig_rms
     return noise_m > limit, limit + noise_m, noise_m
 
 
@@ -263,23 +249,19 @@ def _decide(ok, slope_haz, unresolved, limit_rock, limit, rough_lo, rough_hi, st
             eps) -> tuple[np.ndarray, np.ndarray]:
     """Labels (uint8) from roughness bounds and the cells the bounds leave undecided.
 
-    A disc is safe when its statistic max (|r| + k sigma) <= limit, also where the noise floor
-    is above the limit (noise inflates the measured residuals, it never hides them beyond the
-    k sigma margin each sample carries). A disc that is not safe is hazard, except where
-    unresolved and its max |residual| stays below limit_rock: there it is unknown.
     With rough_lo = rough_hi = exact max |residual|, stat_hi = exact statistic and eps = 0
     nothing is left undecided and the labels are the definition's.
     """
     todo = ok & ~slope_haz
     safe = todo & (stat_hi <= limit - eps)
-    not_safe = todo & ((rough_lo > limit + eps) | ((eps == 0) & (stat_hi > limit)))
+    haz = todo & ((rough_lo > limit + eps) | ((eps == 0) & (stat_hi > limit)))
     rock = unresolved & (rough_lo > limit_rock + eps)
-    no_rock = unresolved & (rough_hi <= limit_rock - eps)
-    undecided = todo & ~safe & ~(not_safe & (~unresolved | rock | no_rock))
+    undecided = ((todo & ~unresolved & ~safe & ~haz)
+                 | (todo & unresolved & ~rock & (rough_hi > limit_rock - eps)))
     label = np.full(np.shape(ok), HAZARD_UNKNOWN, np.uint8)
     label[ok] = HAZARD_HAZARD
-    label[safe] = HAZARD_SAFE
-    label[todo & ~safe & unresolved & ~rock] = HAZARD_UNKNOWN
+    label[todo & ~unresolved & safe] = HAZARD_SAFE
+    label[todo & unresolved & ~rock] = HAZARD_UNKNOWN
     return label, undecided
 
 
@@ -420,15 +402,16 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
     known = (fine[..., 0] >= COVERAGE_MIN) & (fine[..., 1] > 0) & t.valid[:h, :w]
     unres = noise_r > 1.0
     hazard = np.full((h, w), HAZARD_UNKNOWN, np.uint8)
-    hazard[known & (score_res <= 1.0)] = HAZARD_SAFE
-    hazard[known & (score_res > 1.0) & (~unres | (score_unres > 1.0))] = HAZARD_HAZARD
+    hazard[known & ~unres] = HAZARD_SAFE
+    hazard[known & ((~unres & (score_res > 1.0)) | (unres & (score_unres > 1.0)))] = \
+        HAZARD_HAZARD
     # mixed blocks: cells whose interpolated score is a close call are evaluated exactly
     lo, hi = REFINE_BAND
     mixed = np.zeros(lab.shape, bool)
     mixed[:-1, :-1] = edge[:-1, :-1] | edge[1:, :-1] | edge[:-1, 1:] | edge[1:, 1:]
     mixed = np.repeat(np.repeat(mixed, stride, 0), stride, 1)[:h, :w]
-    close = mixed & t.valid[:h, :w] & (((score_res > lo) & (score_res < hi))
-                                       | (unres & (score_unres > lo) & (score_unres < hi)))
+    score = np.where(unres, score_unres, score_res)
+    close = mixed & t.valid[:h, :w] & (score > lo) & (score < hi)
     close[::stride, ::stride] = False
     if close.any():
         rows, cols = np.nonzero(close)

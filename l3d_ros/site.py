@@ -115,7 +115,7 @@ def frame_hazard(result: DepthResult, calib: StereoCalib,
         sigma = points_sigma(depth, calib, cfg, R, result.confidence)
     lap('points')
     fusion = fusion if fusion is not None else DemFusion(cfg)
-    fusion.add_points(points, sigma, correlated=not exact_depth)
+    fusion.add_points(points, sigma)
     target = t[:2] if target_xy_m is None else np.asarray(target_xy_m, np.float64)
     lap('fusion')
     if fusion.last_cells is None:                         # nothing landed in the map
