@@ -90,7 +90,7 @@ class GuidanceConfig:
     start_offset_m: float = 60.0        # initial horizontal distance to the target [m]
     start_speed_m_s: float = 8.0        # initial horizontal speed towards the target [m/s]
     gate_altitude_m: float = 150.0      # HDA gate: scans start below it [m]
-    scan_altitudes_m: tuple[float, ...] = (150.0, 110.0, 80.0, 55.0, 40.0, 32.0)
+    scan_altitudes_m: tuple[float, ...] = (150.0, 110.0, 80.0, 55.0, 40.0, 30.0, 24.0, 20.0)
     descent_gain_1_s: float = 0.08      # vertical speed target = gain * height [1/s] ...
     descent_speed_max_m_s: float = 10.0  # ... clipped to [touchdown_speed, this] [m/s]
     touchdown_speed_m_s: float = 1.0    # terminal vertical descent speed [m/s]
