@@ -224,7 +224,7 @@ class _DelayLine:
             self.cv.notify()
         self.thread.join(timeout=2)
 
-    def put(self, publisher, data: bytes) -> None:
+    def put(self, publisher, data: bytes, topic: str = '') -> None:
         c = self.condition
         with self.cv:
             delay_ms = 0.0
@@ -233,6 +233,8 @@ class _DelayLine:
                     self.stats['dropped'] += 1
                     return
                 self.stats['repaired'] += 1
+                by_topic = self.stats.setdefault('repaired_by_topic', {})
+                by_topic[topic] = by_topic.get(topic, 0) + 1
                 delay_ms += 2 * c.delay_ms + REPAIR_MS
             delay_ms += max(0.0, c.delay_ms + c.jitter_ms * self.rng.standard_normal())
             release = max(time.monotonic() + delay_ms * 1e-3, self.last.get(publisher, 0.0))
@@ -296,7 +298,7 @@ def run_relay(spec: RelaySpec, stop_event: threading.Event) -> dict:
                 for status in deserialize_message(data, DiagnosticArray).status:
                     if PIPELINE_STATUS in status.name:
                         diag.update({kv.key: kv.value for kv in status.values})
-            line.put(pub, data)
+            line.put(pub, data, topic)
         return callback
 
     for (src, dst), topics, line in ((('ground', 'flight'), up, lines['up']),
