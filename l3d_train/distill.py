@@ -91,9 +91,16 @@ def confidence_loss(conf: torch.Tensor, pred: torch.Tensor, target: torch.Tensor
 
 def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor],
                  proj: nn.ModuleList, margin: float) -> torch.Tensor:
-    """Mean over layers of mean relu(1 - cos(proj(s), t) - margin); tokens (B, N, C)."""
-    losses = [F.relu(1.0 - F.cosine_similarity(p(s), t, dim=-1) - margin).mean()
-              for s, t, p in zip(student, teacher, proj)]
+    """Mean over layers of mean relu(1 - cos(proj(s), t) - margin); tokens (B, N, C).
+
+    Both sides are centred over the image's tokens first: transformer tokens share a large
+    common direction, so raw cosines are all near 1 and the loss would vanish without
+    aligning anything that differs between image regions.
+    """
+    def centred(x):
+        return x - x.mean(dim=1, keepdim=True)
+    losses = [F.relu(1.0 - F.cosine_similarity(centred(p(s)), centred(t), dim=-1)
+                     - margin).mean() for s, t, p in zip(student, teacher, proj)]
     return torch.stack(losses).mean()
 
 

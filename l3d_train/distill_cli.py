@@ -227,7 +227,7 @@ def teacher_record(model, path: Path) -> dict:
 
 
 def run_name(student: str, recipe: str, steps: int, batch: int, lr: float, seed: int) -> str:
-    return f'{student}__{recipe}__{steps}x{batch}__lr{lr:g}__s{seed}'
+    return f'{student}__{recipe}__{steps}x{batch}__lr{lr:.0e}__s{seed}'   # no '.': a suffix
 
 
 def distill_one(args, student: str, recipe: str, teacher, data: dict, cache: Path,
@@ -276,7 +276,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument('--student', default='flight')
             p.add_argument('--recipe', default='feature+svd', choices=sorted(RECIPES))
         if name == 'flight':
-            p.add_argument('--recipes', default='feature+svd,dense-gt,sparse-gt',
+            p.add_argument('--recipes', default='feature+svd,dense-gt',
                            help='candidates; the best AbsRel on the val set is shipped')
 
 
@@ -329,6 +329,7 @@ def _flight(args, teacher, teacher_path, data, cache) -> int:
         'onnx_latency_ms_2threads': round(onnx_latency_ms(backend), 1),
         'machine': f'{platform.machine()} {platform.processor() or ""}'.strip()}
     log.info('evaluation took %.0f s', time.perf_counter() - t0)
+    teacher_wall_s = float(teacher_record(teacher, teacher_path).get('wall_s', float('nan')))
     selection = {'rule': 'lowest AbsRel on the validation set', 'val_set':
                  f'{data["val"]} (seed {VAL_SEED})',
                  'val_abs_rel': {r: c[2]['abs_rel'] for r, c in candidates.items()},
@@ -337,15 +338,26 @@ def _flight(args, teacher, teacher_path, data, cache) -> int:
               'train_pairs': len(list_pairs(data['train'])), 'eval_seed': EVAL_SEED,
               'hazard_seed': HAZARD_SEED, 'val_seed': VAL_SEED, 'steps': args.steps,
               'batch': args.batch, 'lr': args.lr, 'command': _command(args),
-              'make': '`make model` = this command with the Makefile defaults; from scratch it '
-                      'renders the datasets (~3 min), trains the teacher (`l3d train teacher '
-                      f'--steps {args.teacher_steps}`, ~40 min on 2 cores), caches it, '
-                      'distils each candidate and evaluates (~20-40 min on 2 cores)'}
+              'make': '`make model` runs `l3d distill flight --out models` with these defaults '
+                      '(work folder out/distill); from scratch it renders the datasets (~3 min), '
+                      f'trains the teacher (`l3d train teacher --steps {args.teacher_steps}`: '
+                      f'{teacher_wall_s / 60:.0f} min for this one on a shared 2-core CPU), '
+                      'caches it (~3 min), distils each candidate (~20-25 min each) and '
+                      'evaluates (~5 min)'}
     target = 'the MASt3R teacher' if meta['recipe']['target'] == 'teacher' else (
         'simulator ground truth, NOT the teacher (it beat the distilled candidates on the '
         'validation set)')
+    st, te, sg = figures['student'], figures['teacher'], figures['sgbm']
+    summary = (f'flight student: recipe {best} ({args.steps} steps of batch {args.batch} on '
+               f'{record["train_pairs"]} pairs, {meta["train_wall_s"]:.0f} s), trained on '
+               f'{target}. Held-out AbsRel {st["abs_rel"]:.4f} (teacher {te["abs_rel"]:.4f}, '
+               f'SGBM {sg["abs_rel"]:.4f}), completeness {st["completeness"]:.4f} (SGBM '
+               f'{sg["completeness"]:.4f}), Chamfer {st["chamfer_m"]:.2f} m (SGBM '
+               f'{sg["chamfer_m"]:.2f} m); hazard F1 at 30-40 m {st["hazard_f1"]:.4f} (teacher '
+               f'{te["hazard_f1"]:.4f}, SGBM {sg["hazard_f1"]:.4f}).')
     entry = manifest_entry(model, onnx_path, 'flight', {
-        'recipe': meta['recipe'], 'svd_init': meta['svd_init'], 'trained_on': target,
+        'summary': summary, 'recipe': meta['recipe'], 'svd_init': meta['svd_init'],
+        'trained_on': target,
         'selection': selection, 'teacher': teacher_record(teacher, teacher_path),
         'eval': figures, 'data': record, 'train_wall_s': meta['train_wall_s']})
     path = update_manifest(args.out, entry)
