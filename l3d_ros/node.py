@@ -7,6 +7,7 @@ Callbacks only hand messages to the synchroniser; a matched set goes into a one-
 (newest pair wins, replaced pairs are counted) and a worker thread runs the pipeline and
 publishes. A bad frame is dropped, counted and reported; it never stops the node.
 """
+from collections import deque
 import sys
 import threading
 import time
@@ -32,6 +33,8 @@ from l3d_ros.pipeline import StereoPipeline
 from l3d_ros.sync import LatestSlot, StereoSynchronizer
 
 MAP_FRAME = 'map'
+POSE_HISTORY = 100      # camera_pose messages kept to match pairs by stamp
+POSE_WAIT_S = 0.2       # wall time a pair waits for the camera_pose of its own stamp
 LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 
 
@@ -50,7 +53,7 @@ class StereoNode(Node):
         self.sync = StereoSynchronizer(self.cfg.sync.mode, self.cfg.sync.slop_s,
                                        self.cfg.sync.queue_size, self.cfg.sync.max_age_s)
         self.slot = LatestSlot()
-        self.pose = None                   # (R_world_cam, t_world_cam) from camera_pose
+        self.poses = deque(maxlen=POSE_HISTORY)   # (stamp_ns, R_world_cam, t_world_cam)
         self.health = Health(self.pipeline.init_fault)
         self.last_stamp_ns = None          # of the last processed pair
         self.last_checksum = None          # of the last processed pair's images
@@ -108,14 +111,36 @@ class StereoNode(Node):
             with self.lock:
                 matched = self.sync.add(stream, conv.stamp_to_ns(msg.header.stamp), msg)
             if matched is not None:
-                self.slot.put((matched, self.pose))
+                self.slot.put(matched)
         return callback
 
     def _on_pose(self, msg: PoseStamped) -> None:
         try:
-            self.pose = conv.pose_stamped_to_rt(msg)
+            self.poses.append((conv.stamp_to_ns(msg.header.stamp),
+                               *conv.pose_stamped_to_rt(msg)))
         except ValueError as exc:
             self._fault(f'camera_pose rejected: {exc}')
+
+    def _pose_at(self, stamp_ns: int):
+        """The camera_pose of the pair's stamp (waited for up to POSE_WAIT_S), else the nearest
+        within sync.max_age_s, else None.
+
+        None while no pose ever came means the nadir assumption (INTERFACES.md section 5);
+        a pose stream that stopped or lags beyond max_age_s is a fault, and the frame is judged
+        alone (nadir) rather than fused into the map at a wrong place.
+        """
+        if not self.poses:
+            return None
+        deadline = time.monotonic() + POSE_WAIT_S       # the pose of this very stamp may lag
+        while not any(p[0] == stamp_ns for p in list(self.poses)) and \
+                time.monotonic() < deadline:
+            time.sleep(0.005)
+        stamp, R, t = min(list(self.poses), key=lambda p: abs(p[0] - stamp_ns))  # noqa: N806
+        if abs(stamp - stamp_ns) > self.cfg.sync.max_age_s * 1e9:
+            self._fault(f'no camera_pose within sync.max_age_s={self.cfg.sync.max_age_s} s of '
+                        f'the pair at {stamp_ns} ns (nearest {stamp} ns): frame judged alone')
+            return None
+        return R, t
 
     def _on_target(self, msg: PointStamped) -> None:
         xy = np.array([msg.point.x, msg.point.y], np.float64)
@@ -141,7 +166,7 @@ class StereoNode(Node):
                 if self.pipeline.init_fault:
                     self._fault(self.pipeline.init_fault)
             try:
-                self._process(*item)
+                self._process(item)
             except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the node
                 self._fault(f'frame dropped: {type(exc).__name__}: {exc}')
 
@@ -158,8 +183,9 @@ class StereoNode(Node):
             self.pipeline.reset_map()
         self.last_stamp_ns = pair.stamp_ns
 
-    def _process(self, pair, pose) -> None:
+    def _process(self, pair) -> None:
         self._check_timeline(pair)
+        pose = self._pose_at(pair.stamp_ns)
         t0 = time.perf_counter()
         calib = conv.camera_infos_to_calib(pair.left_info, pair.right_info)
         left, right = conv.image_to_array(pair.left), conv.image_to_array(pair.right)

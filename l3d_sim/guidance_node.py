@@ -31,7 +31,9 @@ from l3d_sim.guidance import Guidance
 from l3d_sim.mission_config import load_mission_config, params_file_from_args
 
 NODE_NAME = 'l3d_guidance'
-GRACE_S = 0.3           # wall time to wait for a safe_site after its hazard_map
+# wall time to wait for a safe_site after its hazard_map: absent means none is safe, but a lossy
+# link delivers a resent safe_site one round trip later
+GRACE_S = 1.0
 ORPHAN_S = 2.0          # a safe_site whose hazard_map never came is decided after this
 
 

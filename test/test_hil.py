@@ -5,11 +5,11 @@ import os
 import subprocess
 
 import pytest
-from test_closed_loop import small_world    # the same world (setup.cfg: not an app name)
 import yaml
 
 from l3d_sim.hil import HilConfig, LinkCondition, netns_permitted, run_hil
 from ros_harness import write_params
+from test_closed_loop import small_world    # the closed-loop test's small world
 
 NETNS_OK, NETNS_WHY = netns_permitted()
 

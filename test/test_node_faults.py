@@ -191,3 +191,20 @@ def test_invalid_parameter_update_is_refused_with_a_reason(ros):
     good = set_value('hazard.slope_max_deg', 12.0)
     assert good.successful
     assert_processed_after(peer, 200_000_000_000, seed=17)   # applied between frames, alive
+
+
+def test_a_pose_from_another_time_is_not_used(ros):
+    """Runs last: a camera_pose far from the pair's stamp is refused, the frame judged alone."""
+    from geometry_msgs.msg import PoseStamped
+    _, peer = ros
+    stale = PoseStamped()
+    stale.header.stamp, stale.header.frame_id = conv.ns_to_stamp(300_000_000_000), 'map'
+    stale.pose.orientation.w = 1.0
+    peer.pub['camera_pose'].publish(stale)
+    time.sleep(0.2)
+    ns = 310_000_000_000                                     # 10 s later than the pose
+    left, right, _ = plane_pair(CALIB, 4.0, seed=18)
+    peer.wait_for('/diagnostics', last_fault_contains('no camera_pose within'),
+                  republish=lambda: peer.publish_pair(left, right, CALIB, ns))
+    grid = peer.wait_for('hazard_map', stamp_is(ns))
+    assert grid.header.frame_id == 'map'                     # still judged (nadir assumption)
