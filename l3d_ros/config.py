@@ -16,14 +16,15 @@ NODE_NAME = 'l3d_stereo'
 BACKENDS = ('sgbm', 'student', 'oracle')
 
 
-def _check(ok: bool, name: str, value: Any, expected: str) -> None:
+def check(ok: bool, name: str, value: Any, expected: str) -> None:
+    """ValueError('{name}={value!r}: expected {expected}') unless ok; all configs use it."""
     if not ok:
         raise ValueError(f'{name}={value!r}: expected {expected}')
 
 
-def _finite_positive(name: str, value: float) -> None:
-    _check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-           name, value, 'a finite number > 0')
+def check_positive(name: str, value: float) -> None:
+    check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+          name, value, 'a finite number > 0')
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class QosConfig:
     depth: int = 5                  # history depth of input subscriptions
 
     def __post_init__(self):
-        _check(isinstance(self.depth, int) and 1 <= self.depth <= 100,
-               'qos.depth', self.depth, 'an integer in [1, 100]')
+        check(isinstance(self.depth, int) and 1 <= self.depth <= 100,
+              'qos.depth', self.depth, 'an integer in [1, 100]')
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,12 @@ class SyncConfig:
     max_age_s: float = 2.0          # a pair older than the newest seen by this much is stale [s]
 
     def __post_init__(self):
-        _check(self.mode in ('exact', 'approximate'), 'sync.mode', self.mode,
-               "'exact' or 'approximate'")
-        _check(0.0 <= self.slop_s <= 1.0, 'sync.slop_s', self.slop_s, '[0, 1] seconds')
-        _check(isinstance(self.queue_size, int) and 1 <= self.queue_size <= 1000,
-               'sync.queue_size', self.queue_size, 'an integer in [1, 1000]')
-        _finite_positive('sync.max_age_s', self.max_age_s)
+        check(self.mode in ('exact', 'approximate'), 'sync.mode', self.mode,
+              "'exact' or 'approximate'")
+        check(0.0 <= self.slop_s <= 1.0, 'sync.slop_s', self.slop_s, '[0, 1] seconds')
+        check(isinstance(self.queue_size, int) and 1 <= self.queue_size <= 1000,
+              'sync.queue_size', self.queue_size, 'an integer in [1, 1000]')
+        check_positive('sync.max_age_s', self.max_age_s)
 
 
 @dataclass(frozen=True)
@@ -63,19 +64,19 @@ class SgbmConfig:
     mode: str = 'sgbm'              # sgbm | hh | sgbm_3way | hh4 (OpenCV StereoSGBM modes)
 
     def __post_init__(self):
-        _check(isinstance(self.block_size, int) and self.block_size % 2 == 1
-               and 1 <= self.block_size <= 11, 'sgbm.block_size', self.block_size,
-               'an odd integer in [1, 11] pixels')
-        _check(isinstance(self.num_disparities, int) and self.num_disparities >= 0
-               and self.num_disparities % 16 == 0, 'sgbm.num_disparities',
-               self.num_disparities, 'a non-negative multiple of 16 pixels (0 = derived)')
-        _check(0 <= self.uniqueness_ratio <= 100, 'sgbm.uniqueness_ratio',
-               self.uniqueness_ratio, '[0, 100] percent')
-        _check(self.speckle_window_size >= 0, 'sgbm.speckle_window_size',
-               self.speckle_window_size, '>= 0 pixels')
-        _check(self.speckle_range >= 0, 'sgbm.speckle_range', self.speckle_range, '>= 0')
-        _check(self.mode in ('sgbm', 'hh', 'sgbm_3way', 'hh4'), 'sgbm.mode', self.mode,
-               'one of sgbm, hh, sgbm_3way, hh4')
+        check(isinstance(self.block_size, int) and self.block_size % 2 == 1
+              and 1 <= self.block_size <= 11, 'sgbm.block_size', self.block_size,
+              'an odd integer in [1, 11] pixels')
+        check(isinstance(self.num_disparities, int) and self.num_disparities >= 0
+              and self.num_disparities % 16 == 0, 'sgbm.num_disparities',
+              self.num_disparities, 'a non-negative multiple of 16 pixels (0 = derived)')
+        check(0 <= self.uniqueness_ratio <= 100, 'sgbm.uniqueness_ratio',
+              self.uniqueness_ratio, '[0, 100] percent')
+        check(self.speckle_window_size >= 0, 'sgbm.speckle_window_size',
+              self.speckle_window_size, '>= 0 pixels')
+        check(self.speckle_range >= 0, 'sgbm.speckle_range', self.speckle_range, '>= 0')
+        check(self.mode in ('sgbm', 'hh', 'sgbm_3way', 'hh4'), 'sgbm.mode', self.mode,
+              'one of sgbm, hh, sgbm_3way, hh4')
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,8 @@ class StudentConfig:
     threads: int = 2                      # onnxruntime intra-op threads
 
     def __post_init__(self):
-        _check(isinstance(self.threads, int) and 1 <= self.threads <= 64,
-               'student.threads', self.threads, 'an integer in [1, 64]')
+        check(isinstance(self.threads, int) and 1 <= self.threads <= 64,
+              'student.threads', self.threads, 'an integer in [1, 64]')
 
 
 @dataclass(frozen=True)
@@ -103,20 +104,20 @@ class HazardConfig:
     clearance_weight: float = 1.0   # site score: clearance [m] minus this * distance / divert
 
     def __post_init__(self):
-        _finite_positive('hazard.footprint_m', self.footprint_m)
-        _check(0.0 < self.slope_max_deg < 90.0, 'hazard.slope_max_deg', self.slope_max_deg,
-               '(0, 90) degrees')
-        _finite_positive('hazard.roughness_max_m', self.roughness_max_m)
-        _finite_positive('hazard.cell_m', self.cell_m)
-        _check(self.cell_m <= self.footprint_m / 4, 'hazard.cell_m', self.cell_m,
-               f'<= footprint_m / 4 = {self.footprint_m / 4} m (a disc needs several cells)')
-        _check(self.map_size_m >= 2 * self.footprint_m, 'hazard.map_size_m', self.map_size_m,
-               f'>= 2 * footprint_m = {2 * self.footprint_m} m')
-        _check(self.sigma_margin >= 0, 'hazard.sigma_margin', self.sigma_margin, '>= 0')
-        _finite_positive('hazard.disparity_sigma_px', self.disparity_sigma_px)
-        _check(self.divert_max_m >= 0, 'hazard.divert_max_m', self.divert_max_m, '>= 0 m')
-        _check(self.clearance_weight >= 0, 'hazard.clearance_weight', self.clearance_weight,
-               '>= 0')
+        check_positive('hazard.footprint_m', self.footprint_m)
+        check(0.0 < self.slope_max_deg < 90.0, 'hazard.slope_max_deg', self.slope_max_deg,
+              '(0, 90) degrees')
+        check_positive('hazard.roughness_max_m', self.roughness_max_m)
+        check_positive('hazard.cell_m', self.cell_m)
+        check(self.cell_m <= self.footprint_m / 4, 'hazard.cell_m', self.cell_m,
+              f'<= footprint_m / 4 = {self.footprint_m / 4} m (a disc needs several cells)')
+        check(self.map_size_m >= 2 * self.footprint_m, 'hazard.map_size_m', self.map_size_m,
+              f'>= 2 * footprint_m = {2 * self.footprint_m} m')
+        check(self.sigma_margin >= 0, 'hazard.sigma_margin', self.sigma_margin, '>= 0')
+        check_positive('hazard.disparity_sigma_px', self.disparity_sigma_px)
+        check(self.divert_max_m >= 0, 'hazard.divert_max_m', self.divert_max_m, '>= 0 m')
+        check(self.clearance_weight >= 0, 'hazard.clearance_weight', self.clearance_weight,
+              '>= 0')
 
 
 @dataclass(frozen=True)
@@ -136,15 +137,15 @@ class StereoNodeConfig:
     hazard: HazardConfig = field(default_factory=HazardConfig)
 
     def __post_init__(self):
-        _check(self.backend in BACKENDS[:2], 'backend', self.backend, "'sgbm' or 'student'")
-        _finite_positive('depth_min_m', self.depth_min_m)
-        _check(math.isfinite(self.depth_max_m) and self.depth_max_m > self.depth_min_m,
-               'depth_max_m', self.depth_max_m, f'a finite number > depth_min_m='
-               f'{self.depth_min_m}')
-        _check(0.0 <= self.confidence_min < 1.0, 'confidence_min', self.confidence_min,
-               '[0, 1)')
-        _check(isinstance(self.max_missed_frames, int) and self.max_missed_frames >= 1,
-               'max_missed_frames', self.max_missed_frames, 'an integer >= 1')
+        check(self.backend in BACKENDS[:2], 'backend', self.backend, "'sgbm' or 'student'")
+        check_positive('depth_min_m', self.depth_min_m)
+        check(math.isfinite(self.depth_max_m) and self.depth_max_m > self.depth_min_m,
+              'depth_max_m', self.depth_max_m, f'a finite number > depth_min_m='
+              f'{self.depth_min_m}')
+        check(0.0 <= self.confidence_min < 1.0, 'confidence_min', self.confidence_min,
+              '[0, 1)')
+        check(isinstance(self.max_missed_frames, int) and self.max_missed_frames >= 1,
+              'max_missed_frames', self.max_missed_frames, 'an integer >= 1')
 
 
 def from_dict(cls, raw: Mapping[str, Any], where: str = ''):
@@ -242,13 +243,17 @@ def read_params_file(path: Path | None = None) -> dict[str, dict[str, Any]]:
     return out
 
 
+def load_section(cls, section: str, path: Path | None = None):
+    """Dataclass `cls` from the parameter file's `section` (node name), validated."""
+    return from_dict(cls, read_params_file(path).get(section, {}), section)
+
+
 def load_node_config(path: Path | None = None) -> StereoNodeConfig:
     """`l3d_stereo`'s section of the parameter file, validated."""
-    params = read_params_file(path)
-    return from_dict(StereoNodeConfig, params.get(NODE_NAME, {}), NODE_NAME)
+    return load_section(StereoNodeConfig, NODE_NAME, path)
 
 
 __all__ = ['QosConfig', 'SyncConfig', 'SgbmConfig', 'StudentConfig', 'HazardConfig',
            'StereoNodeConfig', 'from_dict', 'flatten', 'unflatten', 'with_updates',
-           'read_params_file', 'load_node_config', 'default_config_path', 'package_root',
-           'replace']
+           'read_params_file', 'load_section', 'load_node_config', 'check', 'check_positive',
+           'default_config_path', 'package_root', 'replace']

@@ -18,23 +18,13 @@ from dataclasses import dataclass, field
 import math
 from pathlib import Path
 
-from l3d_ros.config import from_dict, read_params_file
+from l3d_ros.config import check, check_positive, load_section
 
 SIM_NODE_NAME = 'l3d_sim'
 
 
-def _check(ok: bool, name: str, value, expected: str) -> None:
-    if not ok:
-        raise ValueError(f'{name}={value!r}: expected {expected}')
-
-
-def _positive(name: str, value) -> None:
-    _check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-           name, value, 'a finite number > 0')
-
-
 def _range(name: str, lo: float, hi: float, lo_name: str, hi_name: str) -> None:
-    _check(lo <= hi, f'{name}.{hi_name}', hi, f'>= {lo_name}={lo!r}')
+    check(lo <= hi, f'{name}.{hi_name}', hi, f'>= {lo_name}={lo!r}')
 
 
 @dataclass(frozen=True)
@@ -62,17 +52,17 @@ class TerrainConfig:
         for name in ('size_m', 'cell_m', 'crater_min_diameter_m', 'crater_max_diameter_m',
                      'boulder_min_diameter_m', 'boulder_max_diameter_m', 'crater_exponent',
                      'boulder_exponent'):
-            _positive(f'terrain.{name}', getattr(self, name))
-        _check(self.size_m >= 8 * self.cell_m, 'terrain.size_m', self.size_m,
-               f'>= 8 * cell_m = {8 * self.cell_m} m')
-        _check(0.0 < self.hurst < 1.0, 'terrain.hurst', self.hurst, '(0, 1)')
+            check_positive(f'terrain.{name}', getattr(self, name))
+        check(self.size_m >= 8 * self.cell_m, 'terrain.size_m', self.size_m,
+              f'>= 8 * cell_m = {8 * self.cell_m} m')
+        check(0.0 < self.hurst < 1.0, 'terrain.hurst', self.hurst, '(0, 1)')
         for name in ('roughness_1m_m', 'crater_density_per_ha', 'boulder_density_per_m2',
                      'ejecta_boulders_per_100m2', 'albedo_contrast'):
-            _check(getattr(self, name) >= 0, f'terrain.{name}', getattr(self, name), '>= 0')
-        _check(0.0 <= self.crater_fresh_fraction <= 1.0, 'terrain.crater_fresh_fraction',
-               self.crater_fresh_fraction, '[0, 1]')
-        _check(0.0 <= self.regional_slope_max_deg < 45.0, 'terrain.regional_slope_max_deg',
-               self.regional_slope_max_deg, '[0, 45) degrees')
+            check(getattr(self, name) >= 0, f'terrain.{name}', getattr(self, name), '>= 0')
+        check(0.0 <= self.crater_fresh_fraction <= 1.0, 'terrain.crater_fresh_fraction',
+              self.crater_fresh_fraction, '[0, 1]')
+        check(0.0 <= self.regional_slope_max_deg < 45.0, 'terrain.regional_slope_max_deg',
+              self.regional_slope_max_deg, '[0, 45) degrees')
         _range('terrain', self.crater_min_diameter_m, self.crater_max_diameter_m,
                'crater_min_diameter_m', 'crater_max_diameter_m')
         _range('terrain', self.boulder_min_diameter_m, self.boulder_max_diameter_m,
@@ -94,14 +84,14 @@ class RigConfig:
 
     def __post_init__(self):
         for name in ('width', 'height'):
-            _check(isinstance(getattr(self, name), int) and 8 <= getattr(self, name) <= 8192,
-                   f'rig.{name}', getattr(self, name), 'an integer in [8, 8192] pixels')
-        _check(0.0 < self.hfov_deg < 170.0, 'rig.hfov_deg', self.hfov_deg, '(0, 170) degrees')
-        _positive('rig.baseline_m', self.baseline_m)
-        _check(0.0 <= self.tilt_deg < 60.0, 'rig.tilt_deg', self.tilt_deg, '[0, 60) degrees')
-        _check(self.noise_sigma_dn >= 0, 'rig.noise_sigma_dn', self.noise_sigma_dn, '>= 0 DN')
-        _positive('rig.gain', self.gain)
-        _check(self.bit_depth in (8, 16), 'rig.bit_depth', self.bit_depth, '8 or 16')
+            check(isinstance(getattr(self, name), int) and 8 <= getattr(self, name) <= 8192,
+                  f'rig.{name}', getattr(self, name), 'an integer in [8, 8192] pixels')
+        check(0.0 < self.hfov_deg < 170.0, 'rig.hfov_deg', self.hfov_deg, '(0, 170) degrees')
+        check_positive('rig.baseline_m', self.baseline_m)
+        check(0.0 <= self.tilt_deg < 60.0, 'rig.tilt_deg', self.tilt_deg, '[0, 60) degrees')
+        check(self.noise_sigma_dn >= 0, 'rig.noise_sigma_dn', self.noise_sigma_dn, '>= 0 DN')
+        check_positive('rig.gain', self.gain)
+        check(self.bit_depth in (8, 16), 'rig.bit_depth', self.bit_depth, '8 or 16')
 
     @property
     def fx(self) -> float:
@@ -118,11 +108,11 @@ class SunConfig:
     ambient: float = 0.01               # earthshine/scatter, fraction of the flat-lit radiance
 
     def __post_init__(self):
-        _check(0.0 < self.elevation_deg <= 90.0, 'sun.elevation_deg', self.elevation_deg,
-               '(0, 90] degrees')
-        _check(math.isfinite(self.azimuth_deg), 'sun.azimuth_deg', self.azimuth_deg,
-               'a finite angle in degrees')
-        _check(0.0 <= self.ambient < 1.0, 'sun.ambient', self.ambient, '[0, 1)')
+        check(0.0 < self.elevation_deg <= 90.0, 'sun.elevation_deg', self.elevation_deg,
+              '(0, 90] degrees')
+        check(math.isfinite(self.azimuth_deg), 'sun.azimuth_deg', self.azimuth_deg,
+              'a finite angle in degrees')
+        check(0.0 <= self.ambient < 1.0, 'sun.ambient', self.ambient, '[0, 1)')
 
 
 @dataclass(frozen=True)
@@ -139,19 +129,19 @@ class DatasetConfig:
     sun_azimuth_max_deg: float = 360.0
 
     def __post_init__(self):
-        _positive('dataset.altitude_min_m', self.altitude_min_m)
+        check_positive('dataset.altitude_min_m', self.altitude_min_m)
         _range('dataset', self.altitude_min_m, self.altitude_max_m, 'altitude_min_m',
                'altitude_max_m')
-        _check(0.0 <= self.tilt_max_deg < 45.0, 'dataset.tilt_max_deg', self.tilt_max_deg,
-               '[0, 45) degrees')
-        _check(0.0 <= self.yaw_max_deg <= 180.0, 'dataset.yaw_max_deg', self.yaw_max_deg,
-               '[0, 180] degrees')
-        _check(0.0 < self.sun_elevation_min_deg <= 90.0, 'dataset.sun_elevation_min_deg',
-               self.sun_elevation_min_deg, '(0, 90] degrees')
+        check(0.0 <= self.tilt_max_deg < 45.0, 'dataset.tilt_max_deg', self.tilt_max_deg,
+              '[0, 45) degrees')
+        check(0.0 <= self.yaw_max_deg <= 180.0, 'dataset.yaw_max_deg', self.yaw_max_deg,
+              '[0, 180] degrees')
+        check(0.0 < self.sun_elevation_min_deg <= 90.0, 'dataset.sun_elevation_min_deg',
+              self.sun_elevation_min_deg, '(0, 90] degrees')
         _range('dataset', self.sun_elevation_min_deg, self.sun_elevation_max_deg,
                'sun_elevation_min_deg', 'sun_elevation_max_deg')
-        _check(self.sun_elevation_max_deg <= 90.0, 'dataset.sun_elevation_max_deg',
-               self.sun_elevation_max_deg, '<= 90 degrees')
+        check(self.sun_elevation_max_deg <= 90.0, 'dataset.sun_elevation_max_deg',
+              self.sun_elevation_max_deg, '<= 90 degrees')
         _range('dataset', self.sun_azimuth_min_deg, self.sun_azimuth_max_deg,
                'sun_azimuth_min_deg', 'sun_azimuth_max_deg')
 
@@ -168,8 +158,7 @@ class SimConfig:
 
 def load_sim_config(path: Path | None = None) -> SimConfig:
     """The `l3d_sim` section of the parameter file (default: the package's), validated."""
-    params = read_params_file(path)
-    return from_dict(SimConfig, params.get(SIM_NODE_NAME, {}), SIM_NODE_NAME)
+    return load_section(SimConfig, SIM_NODE_NAME, path)
 
 
 __all__ = ['TerrainConfig', 'RigConfig', 'SunConfig', 'DatasetConfig', 'SimConfig',

@@ -13,26 +13,16 @@ from dataclasses import dataclass, field
 import math
 from pathlib import Path
 
-from l3d_ros.config import from_dict, read_params_file
+from l3d_ros.config import check, check_positive, load_section
 
 MISSION_SECTION = 'l3d_lander'
 G0_M_S2 = 9.80665           # standard gravity, defines Isp [s]
 HDA_MODES = ('hda', 'oracle', 'blind')
 
 
-def _check(ok: bool, name: str, value, expected: str) -> None:
-    if not ok:
-        raise ValueError(f'{name}={value!r}: expected {expected}')
-
-
-def _positive(name: str, value) -> None:
-    _check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-           name, value, 'a finite number > 0')
-
-
 def _non_negative(name: str, value) -> None:
-    _check(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
-           name, value, 'a finite number >= 0')
+    check(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
+          name, value, 'a finite number >= 0')
 
 
 @dataclass(frozen=True)
@@ -52,13 +42,13 @@ class LanderConfig:
     def __post_init__(self):
         for name in ('gravity_m_s2', 'dry_mass_kg', 'thrust_max_n', 'isp_s',
                      'attitude_rate_max_deg_s'):
-            _positive(f'lander.{name}', getattr(self, name))
+            check_positive(f'lander.{name}', getattr(self, name))
         for name in ('propellant_kg', 'thrust_min_n', 'camera_height_m'):
             _non_negative(f'lander.{name}', getattr(self, name))
-        _check(self.thrust_min_n <= self.thrust_max_n, 'lander.thrust_min_n', self.thrust_min_n,
-               f'<= thrust_max_n={self.thrust_max_n!r}')
-        _check(0.0 <= self.tilt_max_deg < 90.0, 'lander.tilt_max_deg', self.tilt_max_deg,
-               '[0, 90) degrees')
+        check(self.thrust_min_n <= self.thrust_max_n, 'lander.thrust_min_n', self.thrust_min_n,
+              f'<= thrust_max_n={self.thrust_max_n!r}')
+        check(0.0 <= self.tilt_max_deg < 90.0, 'lander.tilt_max_deg', self.tilt_max_deg,
+              '[0, 90) degrees')
 
     @property
     def exhaust_speed_m_s(self) -> float:
@@ -108,22 +98,22 @@ class GuidanceConfig:
                      'descent_speed_max_m_s', 'touchdown_speed_m_s', 'terminal_altitude_m',
                      'terminal_error_m', 'position_gain_1_s', 'lateral_speed_max_m_s',
                      'velocity_gain_1_s', 'lateral_accel_max_m_s2'):
-            _positive(f'guidance.{name}', getattr(self, name))
+            check_positive(f'guidance.{name}', getattr(self, name))
         for name in ('start_offset_m', 'start_speed_m_s', 'divert_max_m',
                      'divert_per_altitude'):
             _non_negative(f'guidance.{name}', getattr(self, name))
-        _check(len(self.nominal_xy_m) == 2 and all(math.isfinite(v) for v in self.nominal_xy_m),
-               'guidance.nominal_xy_m', self.nominal_xy_m, '[x, y] finite metres')
-        _check(self.gate_altitude_m <= self.start_altitude_m, 'guidance.gate_altitude_m',
-               self.gate_altitude_m, f'<= start_altitude_m={self.start_altitude_m!r}')
+        check(len(self.nominal_xy_m) == 2 and all(math.isfinite(v) for v in self.nominal_xy_m),
+              'guidance.nominal_xy_m', self.nominal_xy_m, '[x, y] finite metres')
+        check(self.gate_altitude_m <= self.start_altitude_m, 'guidance.gate_altitude_m',
+              self.gate_altitude_m, f'<= start_altitude_m={self.start_altitude_m!r}')
         scans = self.scan_altitudes_m
-        _check(all(self.terminal_altitude_m < a <= self.gate_altitude_m for a in scans)
-               and list(scans) == sorted(scans, reverse=True), 'guidance.scan_altitudes_m',
-               scans, f'decreasing heights in (terminal_altitude_m, gate_altitude_m] = '
-               f'({self.terminal_altitude_m}, {self.gate_altitude_m}] m')
-        _check(self.touchdown_speed_m_s <= self.descent_speed_max_m_s,
-               'guidance.touchdown_speed_m_s', self.touchdown_speed_m_s,
-               f'<= descent_speed_max_m_s={self.descent_speed_max_m_s!r}')
+        check(all(self.terminal_altitude_m < a <= self.gate_altitude_m for a in scans)
+              and list(scans) == sorted(scans, reverse=True), 'guidance.scan_altitudes_m',
+              scans, f'decreasing heights in (terminal_altitude_m, gate_altitude_m] = '
+              f'({self.terminal_altitude_m}, {self.gate_altitude_m}] m')
+        check(self.touchdown_speed_m_s <= self.descent_speed_max_m_s,
+              'guidance.touchdown_speed_m_s', self.touchdown_speed_m_s,
+              f'<= descent_speed_max_m_s={self.descent_speed_max_m_s!r}')
 
 
 @dataclass(frozen=True)
@@ -136,7 +126,7 @@ class TouchdownConfig:
 
     def __post_init__(self):
         for name in ('vertical_speed_max_m_s', 'horizontal_speed_max_m_s', 'tilt_max_deg'):
-            _positive(f'touchdown.{name}', getattr(self, name))
+            check_positive(f'touchdown.{name}', getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -155,15 +145,15 @@ class RunConfig:
     frame_timeout_s: float = 60.0       # wall time to wait for a scan's perception result
 
     def __post_init__(self):
-        _check(isinstance(self.seed, int) and self.seed >= 0, 'run.seed', self.seed,
-               'an integer >= 0')
-        _check(self.mode in HDA_MODES, 'run.mode', self.mode, f'one of {HDA_MODES}')
-        _check(0.0 < self.sun_elevation_deg <= 90.0, 'run.sun_elevation_deg',
-               self.sun_elevation_deg, '(0, 90] degrees')
-        _check(self.target_hazard in ('none', 'boulder', 'crater'), 'run.target_hazard',
-               self.target_hazard, "'none', 'boulder' or 'crater'")
+        check(isinstance(self.seed, int) and self.seed >= 0, 'run.seed', self.seed,
+              'an integer >= 0')
+        check(self.mode in HDA_MODES, 'run.mode', self.mode, f'one of {HDA_MODES}')
+        check(0.0 < self.sun_elevation_deg <= 90.0, 'run.sun_elevation_deg',
+              self.sun_elevation_deg, '(0, 90] degrees')
+        check(self.target_hazard in ('none', 'boulder', 'crater'), 'run.target_hazard',
+              self.target_hazard, "'none', 'boulder' or 'crater'")
         for name in ('control_rate_hz', 'max_time_s', 'step_timeout_s', 'frame_timeout_s'):
-            _positive(f'run.{name}', getattr(self, name))
+            check_positive(f'run.{name}', getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -177,13 +167,13 @@ class CampaignConfig:
     run_timeout_s: float = 900.0        # wall time of one landing before it is killed [s]
 
     def __post_init__(self):
-        _check(0.0 < self.sun_elevation_min_deg <= self.sun_elevation_max_deg <= 90.0,
-               'campaign.sun_elevation_min_deg', self.sun_elevation_min_deg,
-               f'(0, sun_elevation_max_deg={self.sun_elevation_max_deg!r}] <= 90 degrees')
-        _check(self.sun_azimuth_min_deg <= self.sun_azimuth_max_deg,
-               'campaign.sun_azimuth_min_deg', self.sun_azimuth_min_deg,
-               f'<= sun_azimuth_max_deg={self.sun_azimuth_max_deg!r}')
-        _positive('campaign.run_timeout_s', self.run_timeout_s)
+        check(0.0 < self.sun_elevation_min_deg <= self.sun_elevation_max_deg <= 90.0,
+              'campaign.sun_elevation_min_deg', self.sun_elevation_min_deg,
+              f'(0, sun_elevation_max_deg={self.sun_elevation_max_deg!r}] <= 90 degrees')
+        check(self.sun_azimuth_min_deg <= self.sun_azimuth_max_deg,
+              'campaign.sun_azimuth_min_deg', self.sun_azimuth_min_deg,
+              f'<= sun_azimuth_max_deg={self.sun_azimuth_max_deg!r}')
+        check_positive('campaign.run_timeout_s', self.run_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -200,8 +190,7 @@ class MissionConfig:
 
 def load_mission_config(path: Path | None = None) -> MissionConfig:
     """The `l3d_lander` section of the parameter file (default: the package's), validated."""
-    params = read_params_file(path)
-    return from_dict(MissionConfig, params.get(MISSION_SECTION, {}), MISSION_SECTION)
+    return load_section(MissionConfig, MISSION_SECTION, path)
 
 
 def params_file_from_args(args: list[str] | None) -> Path | None:

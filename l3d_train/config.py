@@ -7,20 +7,15 @@ from dataclasses import dataclass, field
 import math
 from pathlib import Path
 
-from l3d_ros.config import from_dict, read_params_file
+from l3d_ros.config import check, load_section
 from l3d_train.mast3r import MASt3RConfig
 
 TRAIN_NODE_NAME = 'l3d_train'
 
 
-def _check(ok: bool, name: str, value, expected: str) -> None:
-    if not ok:
-        raise ValueError(f'{name}={value!r}: expected {expected}')
-
-
 def _int_in(name: str, value, lo: int, hi: int) -> None:
-    _check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
-           name, value, f'an integer in [{lo}, {hi}]')
+    check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
+          name, value, f'an integer in [{lo}, {hi}]')
 
 
 @dataclass(frozen=True)
@@ -40,18 +35,18 @@ class TeacherModelConfig:
 
     def __post_init__(self):
         p = 'teacher.model.'
-        _check(len(self.img_size) == 2 and all(isinstance(s, int) and s >= 32 and s % 16 == 0
-                                               for s in self.img_size),
-               p + 'img_size', self.img_size, '(H, W), multiples of 16 pixels >= 32')
+        check(len(self.img_size) == 2 and all(isinstance(s, int) and s >= 32 and s % 16 == 0
+                                              for s in self.img_size),
+              p + 'img_size', self.img_size, '(H, W), multiples of 16 pixels >= 32')
         for name, hi in (('enc_embed_dim', 2048), ('dec_embed_dim', 2048),
                          ('enc_depth', 48), ('dec_depth', 48), ('enc_num_heads', 64),
                          ('dec_num_heads', 64), ('dpt_feature_dim', 1024), ('desc_dim', 256)):
             _int_in(p + name, getattr(self, name), 1, hi)
-        _check(self.dec_depth >= 4, p + 'dec_depth', self.dec_depth,
-               '>= 4 (the DPT hooks 4 distinct layers: 0, depth/2, 3 depth/4, depth)')
-        _check(len(self.dpt_layer_dims) == 4 and all(isinstance(c, int) and c > 0
-                                                     for c in self.dpt_layer_dims),
-               p + 'dpt_layer_dims', self.dpt_layer_dims, '4 positive integers')
+        check(self.dec_depth >= 4, p + 'dec_depth', self.dec_depth,
+              '>= 4 (the DPT hooks 4 distinct layers: 0, depth/2, 3 depth/4, depth)')
+        check(len(self.dpt_layer_dims) == 4 and all(isinstance(c, int) and c > 0
+                                                    for c in self.dpt_layer_dims),
+              p + 'dpt_layer_dims', self.dpt_layer_dims, '4 positive integers')
         self.mast3r()                    # head-dimension checks live in MASt3RConfig
 
     def mast3r(self) -> MASt3RConfig:
@@ -88,17 +83,17 @@ class TeacherTrainConfig:
         _int_in(p + 'batch', self.batch, 1, 4096)
         for name in ('lr', 'conf_alpha'):
             value = getattr(self, name)
-            _check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-                   p + name, value, 'a finite number > 0')
-        _check(0.0 <= self.min_lr_ratio <= 1.0, p + 'min_lr_ratio', self.min_lr_ratio, '[0, 1]')
-        _check(0.0 <= self.warmup_frac < 1.0, p + 'warmup_frac', self.warmup_frac, '[0, 1)')
-        _check(self.weight_decay >= 0, p + 'weight_decay', self.weight_decay, '>= 0')
-        _check(self.norm_mode in ('avg_dis', 'metric'), p + 'norm_mode', self.norm_mode,
-               "'avg_dis' or 'metric'")
+            check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+                  p + name, value, 'a finite number > 0')
+        check(0.0 <= self.min_lr_ratio <= 1.0, p + 'min_lr_ratio', self.min_lr_ratio, '[0, 1]')
+        check(0.0 <= self.warmup_frac < 1.0, p + 'warmup_frac', self.warmup_frac, '[0, 1)')
+        check(self.weight_decay >= 0, p + 'weight_decay', self.weight_decay, '>= 0')
+        check(self.norm_mode in ('avg_dis', 'metric'), p + 'norm_mode', self.norm_mode,
+              "'avg_dis' or 'metric'")
         _int_in(p + 'seed', self.seed, 0, 2**31 - 1)
         _int_in(p + 'save_every', self.save_every, 1, 10**9)
         _int_in(p + 'workers', self.workers, 0, 64)
-        _check(self.grad_clip >= 0, p + 'grad_clip', self.grad_clip, '>= 0 (0 disables)')
+        check(self.grad_clip >= 0, p + 'grad_clip', self.grad_clip, '>= 0 (0 disables)')
 
 
 @dataclass(frozen=True)
@@ -116,8 +111,7 @@ class TrainParams:
 
 def load_train_config(path: Path | None = None) -> TrainParams:
     """The `l3d_train` section of the parameter file (default: the package's), validated."""
-    params = read_params_file(path)
-    return from_dict(TrainParams, params.get(TRAIN_NODE_NAME, {}), TRAIN_NODE_NAME)
+    return load_section(TrainParams, TRAIN_NODE_NAME, path)
 
 
 __all__ = ['TeacherModelConfig', 'TeacherTrainConfig', 'TeacherConfig', 'TrainParams',
