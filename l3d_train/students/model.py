@@ -89,13 +89,13 @@ def local_soft_argmax(cost: torch.Tensor, radius: int = 2) -> tuple[torch.Tensor
 
     Soft-argmax restricted to the shifts within `radius` of the arg-max, so a second mode far
     away cannot pull the estimate (as a global soft-argmin does); returns disparity (B, 1, h, w)
-    [shift units] and the peak probability of the full softmax (B, 1, h, w), a match quality.
+    [shift units] and the full softmax (B, D, h, w), whose peak is a match quality.
     """
     shifts = torch.arange(cost.shape[1], dtype=cost.dtype, device=cost.device).view(1, -1, 1, 1)
     best = cost.argmax(dim=1, keepdim=True).to(cost.dtype)
     local = torch.where((shifts - best).abs() <= radius, cost, torch.full_like(cost, -1e4))
     disp = (torch.softmax(local, dim=1) * shifts).sum(1, keepdim=True)
-    return disp, torch.softmax(cost, dim=1).amax(1, keepdim=True)
+    return disp, torch.softmax(cost, dim=1)
 
 
 def hole_fill(disp: torch.Tensor, weight: torch.Tensor, scales=(8, 32)) -> torch.Tensor:
@@ -173,13 +173,14 @@ class StereoStudent(nn.Module):
         feats = [t, self.down(fl)]                                       # (B, *, H/2, W/2)
         if spec.corr:
             cost = correlation(fl, fr, self.n_disp, 2) * self.corr_log_temp.exp()
-            d1, peak = local_soft_argmax(cost)                           # (B, 1, H/2, W/2) px
+            d1, prob = local_soft_argmax(cost)                           # (B, 1, H/2, W/2) px
+            peak = prob.amax(1, keepdim=True)
             x_px = 2.0 * torch.arange(W // 2, dtype=d1.dtype, device=d1.device)
             # the left strip x < max_disp may lack its match: no support for the fill there,
             # and d1 is only trusted where the neighbourhood's disparity keeps the match inside
             fill = hole_fill(d1, peak * (x_px >= self.n_disp).to(d1.dtype))
             matchable = torch.sigmoid(2.0 * (x_px - fill - 2.0))
-            feats += [torch.softmax(cost, dim=1), d1 * (2.0 / self.n_disp), peak,
+            feats += [prob, d1 * (2.0 / self.n_disp), peak,
                       fill * (2.0 / self.n_disp), matchable]
         out = self.refine(torch.cat(feats, dim=1))                       # (B, 2|3, H/2, W/2)
         if spec.corr:                   # gate: matched d1 where it is trusted, else the fill
