@@ -72,7 +72,8 @@ def test_node_publishes_the_student_depth(tmp_path, pair):
     values = _values(diag)
     assert values['backend'] == 'student' and values['configured_backend'] == 'student'
     assert values['model_sha256'] == entry['sha256']
-    assert all(s.level == DiagnosticStatus.OK for s in diag.status)
+    # no ERROR (a refused model); a WARN for inputs dropped under load is allowed
+    assert all(s.level != DiagnosticStatus.ERROR for s in diag.status)
     _assert_same_depth(depth, _expected_depth(pair, 'student', MANIFEST))
 
 
