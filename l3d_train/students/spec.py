@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """One student (or the reduced teacher, which uses the same family at larger widths)."""
+    """One student (or a family teacher, the same architecture at larger widths)."""
 
     name: str = 'flight'
     encoder: str = 'vit'                    # vit | cnn (MobileNetV2-style inverted residuals)
@@ -55,7 +55,7 @@ class StudentSpec:
         return cls(**raw)
 
 
-# The reduced teacher: trained on dense simulator ground truth when no MASt3R teacher is given.
+# A family-architecture teacher (data.cache_teacher, tests); `l3d distill` distils from MASt3R.
 TEACHER = StudentSpec(name='teacher', enc_dim=128, enc_depth=4, enc_heads=4, dec_dim=128,
                       dec_depth=3, dec_heads=4, head_dim=24)
 FLIGHT = StudentSpec()
