@@ -240,7 +240,7 @@ def _noise(t: _Terrain, s1, var_mean, shape):
     limit = t.cfg.roughness_max_m
     if t.sig is None:
         return np.zeros(shape, bool), np.full(shape, np.inf), np.zeros(shape)
-    sig_rms = np.sqrt(var_mean)
+    sig_rms = np.sqrt(np.maximum(var_mean, 0.0))          # rounding can go below 0
     noise_m = sig_rms * np.sqrt(2.0 * np.log(np.maximum(s1, 2.0))) + t.k * sig_rms
     return noise_m > limit, limit + noise_m, noise_m
 
