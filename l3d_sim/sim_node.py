@@ -53,6 +53,7 @@ from l3d_sim.terrain import make_terrain, Terrain
 T0_NS = 1_000_000_000        # sim time of the first step (stamp 0 reads as "unset" to some tools)
 POSE_LEAD_S = 0.05           # wall time between camera_pose and the images it belongs to
 REPUBLISH_S = 0.5            # re-send a step's navigation until its command arrives
+HAZARD_GRACE_S = 1.0         # wall time a scan's hazard_map may trail the guidance's answer
 DISCOVERY_S = 30.0           # wall time to wait for the guidance / perception to appear
 MAP_FRAME = 'map'
 
@@ -301,6 +302,9 @@ class SimNode(Node):
         if m.run.mode == 'oracle':
             latency = time.monotonic() - t_pub
         else:
+            # the guidance may answer (it saw the hazard_map) before this node's own copy of
+            # the same hazard_map is delivered: give it a moment rather than count it missing
+            self._wait(self.hazard_rx, stamp, HAZARD_GRACE_S)
             with self.cond:
                 got = self.hazard_rx.pop(stamp, None)
             if got is not None:
