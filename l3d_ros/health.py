@@ -21,6 +21,7 @@ DROP_REASONS = {
     'duplicates': 'with a repeated stamp',
     'time_jumps': 'time jumps backwards (queues cleared)',
     'dropped_overflow': 'beyond sync.queue_size',
+    'outputs_replaced': 'frames whose outputs a slow subscriber did not take in time',
 }
 
 

@@ -82,8 +82,12 @@ class StereoNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(1.0, self._publish_diagnostics)
 
+        self.out_slot = LatestSlot()       # processed frames waiting for the publisher thread
         self.worker = threading.Thread(target=self._work, name='l3d_worker', daemon=True)
         self.worker.start()
+        self.publisher = threading.Thread(target=self._publish_outputs, name='l3d_publisher',
+                                          daemon=True)
+        self.publisher.start()
         inputs = 'reliable' if self.cfg.qos.reliable else 'best effort'
         self.get_logger().info(f'backend {self.pipeline.active_backend}, '
                                f'sync {self.cfg.sync.mode}, inputs {inputs}')
@@ -193,7 +197,24 @@ class StereoNode(Node):
         out = self.pipeline.process(left, right, calib, pose, self.target_xy)
         for text in out.faults:
             self._fault(text)
-        header = pair.left.header
+        self.out_slot.put((pair.left.header, calib, out))
+        t2 = time.perf_counter()
+        self.health.frame_done(1e3 * (t2 - t0), dict(out.timings_ms, decode=1e3 * (t1 - t0)))
+
+    def _publish_outputs(self) -> None:
+        """Publisher thread: a slow reliable subscriber delays only the outputs, never the
+        processing; when it falls behind, the newest frame's outputs win (counted)."""
+        while rclpy.ok() and not self.out_slot.closed:
+            item = self.out_slot.take(timeout_s=0.5)
+            if item is None:
+                continue
+            try:
+                self._publish(*item)
+            except Exception as exc:  # noqa: BLE001 - a failed publish must not stop the node
+                self._fault(f'outputs not published: {type(exc).__name__}: {exc}')
+
+    def _publish(self, header, calib, out) -> None:
+        self._publish_hazard(out.hazard, header)          # the decision first
         res = out.result
         self.pub_depth.publish(conv.array_to_image(res.depth_m, '32FC1', header))
         self.pub_conf.publish(conv.array_to_image(res.confidence, '32FC1', header))
@@ -204,9 +225,6 @@ class StereoNode(Node):
         if self.cfg.publish_points:
             self.pub_points.publish(conv.points_to_pointcloud2(
                 out.points_m, out.intensity, res.confidence, header))
-        self._publish_hazard(out.hazard, header)
-        t2 = time.perf_counter()
-        self.health.frame_done(1e3 * (t2 - t0), dict(out.timings_ms, decode=1e3 * (t1 - t0)))
 
     def _publish_hazard(self, hazard, header) -> None:
         """hazard_map on the DEM block this frame touched; safe_site only when one is safe."""
@@ -221,7 +239,8 @@ class StereoNode(Node):
 
     # -- diagnostics --------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        drops = dict(self.sync.snapshot(), replaced=self.slot.replaced)
+        drops = dict(self.sync.snapshot(), replaced=self.slot.replaced,
+                     outputs_replaced=self.out_slot.replaced)
         report = self.health.report(self.pipeline.active_backend, self.cfg.backend,
                                     self.pipeline.model_sha256, bool(self.pipeline.init_fault),
                                     drops)
@@ -251,6 +270,7 @@ def main(args=None) -> None:
     finally:
         if node is not None:
             node.slot.close()
+            node.out_slot.close()
             node.destroy_node()
         rclpy.try_shutdown()
 

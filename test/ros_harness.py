@@ -38,7 +38,7 @@ def write_params(tmp_path: Path, **node_overrides) -> Path:
 class Peer:
     """Publishes on the node's inputs and records every output message by topic."""
 
-    def __init__(self, name='l3d_test_peer'):
+    def __init__(self, name='l3d_test_peer', outputs=tuple(OUTPUTS)):
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(name, context=self.context)
@@ -48,8 +48,8 @@ class Peer:
             ('camera_pose', PoseStamped))}
         self.received = {t: [] for t in [*OUTPUTS, 'hazard_map']}
         self.lock = threading.Lock()
-        for topic, typ in OUTPUTS.items():
-            self.node.create_subscription(typ, topic, self._keep(topic), 10)
+        for topic in outputs:
+            self.node.create_subscription(OUTPUTS[topic], topic, self._keep(topic), 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(OccupancyGrid, 'hazard_map', self._keep('hazard_map'),
                                       latched)

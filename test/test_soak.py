@@ -34,6 +34,8 @@ def test_soak_30hz(tmp_path):
     duration_s = float(os.environ.get('L3D_SOAK_S', 600))
     params = write_params(tmp_path, depth_min_m=2.0, depth_max_m=50.0,
                           hazard={'footprint_m': 0.5, 'cell_m': 0.05, 'map_size_m': 20.0})
+    # the peer takes every output, point clouds included, while it publishes at 30 Hz from
+    # Python: a slow reliable subscriber, which must not stall the node's processing
     node, peer = RunningNode(params), Peer('l3d_soak_peer')
     try:
         frames = [plane_pair(CALIB, 4.0 + 0.5 * k, 10.0 * k, seed=k) for k in range(4)]
