@@ -18,6 +18,7 @@ from std_msgs.msg import Header
 from l3d_ros import msg as conv
 from l3d_ros.config import load_node_config, replace
 from l3d_ros.dataset import list_pairs, read_pair
+from l3d_ros.node import output_messages
 from l3d_ros.pipeline import StereoPipeline
 
 STAGES = ('decode', 'normalise', 'inference', 'geometry', 'hazard', 'encode')
@@ -73,14 +74,7 @@ def run_backend(cfg, messages, repeat: int) -> dict:
         t1 = time.perf_counter()
         out = pipeline.process(left, right, calib, pose)
         t2 = time.perf_counter()
-        res, grid = out.result, out.hazard.layers.grid
-        for m in (conv.array_to_image(res.depth_m, '32FC1', header),
-                  conv.array_to_image(res.confidence, '32FC1', header),
-                  conv.to_disparity_image(res.disparity_px, calib, header, 0.0, 1.0),
-                  conv.points_to_pointcloud2(out.points_m, out.intensity, res.confidence,
-                                             header),
-                  conv.to_occupancy_grid(out.hazard.occupancy, grid.cell_m, grid.origin_xy_m,
-                                         header)):
+        for m in output_messages(header, calib, out, cfg).values():
             serialize_message(m)
         t3 = time.perf_counter()
         if i == 0:

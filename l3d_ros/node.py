@@ -214,28 +214,11 @@ class StereoNode(Node):
                 self._fault(f'outputs not published: {type(exc).__name__}: {exc}')
 
     def _publish(self, header, calib, out) -> None:
-        self._publish_hazard(out.hazard, header)          # the decision first
-        res = out.result
-        self.pub_depth.publish(conv.array_to_image(res.depth_m, '32FC1', header))
-        self.pub_conf.publish(conv.array_to_image(res.confidence, '32FC1', header))
-        d_min = calib.fx * calib.baseline_m / self.cfg.depth_max_m
-        d_max = calib.fx * calib.baseline_m / self.cfg.depth_min_m
-        self.pub_disp.publish(conv.to_disparity_image(res.disparity_px, calib, header,
-                                                      d_min, d_max))
-        if self.cfg.publish_points:
-            self.pub_points.publish(conv.points_to_pointcloud2(
-                out.points_m, out.intensity, res.confidence, header))
-
-    def _publish_hazard(self, hazard, header) -> None:
-        """hazard_map on the DEM block this frame touched; safe_site only when one is safe."""
-        map_header = Header(stamp=header.stamp, frame_id=MAP_FRAME)
-        grid = hazard.layers.grid
-        self.pub_hazard.publish(conv.to_occupancy_grid(hazard.occupancy, grid.cell_m,
-                                                       grid.origin_xy_m, map_header))
-        if hazard.site is not None:
-            x, y = hazard.site.xy_m
-            self.pub_site.publish(conv.rt_to_pose_stamped(
-                np.eye(3), np.array([x, y, hazard.site.height_m]), map_header))
+        pubs = {'hazard_map': self.pub_hazard, 'safe_site': self.pub_site,
+                'depth': self.pub_depth, 'confidence': self.pub_conf,
+                'disparity': self.pub_disp, 'points': self.pub_points}
+        for topic, msg in output_messages(header, calib, out, self.cfg).items():
+            pubs[topic].publish(msg)
 
     # -- diagnostics --------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -254,6 +237,32 @@ class StereoNode(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(msg)
+
+
+def output_messages(header, calib, out, cfg: StereoNodeConfig) -> dict:
+    """topic -> message of one processed frame, the decision (hazard_map, safe_site) first.
+
+    Outputs carry the left image's header; hazard_map and safe_site its stamp in `map`;
+    safe_site is absent when no site is safe. `l3d bench` times exactly these messages.
+    """
+    map_header = Header(stamp=header.stamp, frame_id=MAP_FRAME)
+    hazard, res = out.hazard, out.result
+    grid = hazard.layers.grid
+    msgs = {'hazard_map': conv.to_occupancy_grid(hazard.occupancy, grid.cell_m,
+                                                 grid.origin_xy_m, map_header)}
+    if hazard.site is not None:
+        x, y = hazard.site.xy_m
+        msgs['safe_site'] = conv.rt_to_pose_stamped(
+            np.eye(3), np.array([x, y, hazard.site.height_m]), map_header)
+    msgs['depth'] = conv.array_to_image(res.depth_m, '32FC1', header)
+    msgs['confidence'] = conv.array_to_image(res.confidence, '32FC1', header)
+    fb = calib.fx * calib.baseline_m
+    msgs['disparity'] = conv.to_disparity_image(res.disparity_px, calib, header,
+                                                fb / cfg.depth_max_m, fb / cfg.depth_min_m)
+    if cfg.publish_points:
+        msgs['points'] = conv.points_to_pointcloud2(out.points_m, out.intensity,
+                                                    res.confidence, header)
+    return msgs
 
 
 def main(args=None) -> None:
