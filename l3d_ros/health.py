@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 OK, WARN, ERROR = 0, 1, 2
-LATENCY_WINDOW = 200    # frames kept for the latency statistics
+LATENCY_WINDOW = 200    # frames kept for the recent latency statistics
 RECENT_FAULTS = 20      # distinct faults listed per report
 SILENT_AFTER_S = 1.0    # an input this much older than the newest is reported lost
 STREAMS = ('left', 'right', 'left_info', 'right_info')
@@ -23,6 +23,36 @@ DROP_REASONS = {
     'dropped_overflow': 'beyond sync.queue_size',
     'outputs_replaced': 'frames whose outputs a slow subscriber did not take in time',
 }
+
+
+class LatencyHistogram:
+    """Latencies since start in fixed memory: geometric bins, 1 % wide, 0.1 ms .. 1000 s.
+
+    Percentiles are read at the upper edge of their bin (never below the true value by more
+    than 1 %, never above it by more than 1 %); the maximum is exact.
+    """
+
+    LO_MS, HI_MS, RATIO = 0.1, 1e6, 1.01
+
+    def __init__(self):
+        self.edges_ms = self.LO_MS * self.RATIO ** np.arange(
+            math.ceil(math.log(self.HI_MS / self.LO_MS) / math.log(self.RATIO)) + 1)
+        self.counts = np.zeros(len(self.edges_ms) + 1, np.int64)   # below, bins..., above
+        self.max_ms = -math.inf
+
+    def add(self, latency_ms: float) -> None:
+        self.counts[np.searchsorted(self.edges_ms, latency_ms)] += 1
+        self.max_ms = max(self.max_ms, latency_ms)
+
+    def percentile(self, q: float) -> float:
+        """q in [0, 100]; NaN while empty."""
+        n = int(self.counts.sum())
+        if n == 0:
+            return math.nan
+        k = int(np.searchsorted(np.cumsum(self.counts), max(1, math.ceil(q / 100 * n))))
+        if k >= len(self.edges_ms):                 # beyond the last edge
+            return float(self.max_ms)
+        return float(min(self.edges_ms[k], self.max_ms))
 
 
 @dataclass(frozen=True)
@@ -42,6 +72,7 @@ class Health:
         self.recent = deque([init_fault] if init_fault else [], maxlen=RECENT_FAULTS)
         self.frames = 0
         self.latency_ms = deque(maxlen=LATENCY_WINDOW)
+        self.latency_all = LatencyHistogram()          # since start
         self.stage_ms: dict[str, deque] = {}
         self.arrival_s: dict[str, float] = {}
         self.drops_seen: dict[str, int] = {}
@@ -59,6 +90,7 @@ class Health:
         with self.lock:
             self.frames += 1
             self.latency_ms.append(latency_ms)
+            self.latency_all.add(latency_ms)
             for k, v in stage_ms.items():
                 self.stage_ms.setdefault(k, deque(maxlen=LATENCY_WINDOW)).append(v)
 
@@ -99,6 +131,9 @@ class Health:
                 'latency_ms_median': f'{np.median(lat):.1f}',
                 'latency_ms_p95': f'{np.percentile(lat, 95):.1f}',
                 'latency_ms_p99': f'{np.percentile(lat, 99):.1f}',
+                'latency_ms_median_since_start': f'{self.latency_all.percentile(50):.1f}',
+                'latency_ms_p99_since_start': f'{self.latency_all.percentile(99):.1f}',
+                'latency_ms_max_since_start': f'{self.latency_all.max_ms:.1f}',
                 **{f'stage_ms_{k}': f'{v:.1f}' for k, v in stages.items()},
                 'faults': self.faults, 'last_fault': self.last_fault,
                 'recent_faults': ' | '.join(recent),

@@ -1,5 +1,9 @@
 """A test-side ROS 2 peer: publishes stereo inputs and collects the node's outputs over DDS."""
+import json
 from pathlib import Path
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -38,7 +42,10 @@ def write_params(tmp_path: Path, **node_overrides) -> Path:
 class Peer:
     """Publishes on the node's inputs and records every output message by topic."""
 
-    def __init__(self, name='l3d_test_peer', outputs=tuple(OUTPUTS)):
+    def __init__(self, name='l3d_test_peer', outputs=tuple(OUTPUTS), keep=None):
+        """keep: messages kept per topic (the newest; None = all). A long run must bound it:
+        hoarding every point cloud fills the machine's memory within minutes."""
+        self.keep = keep
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(name, context=self.context)
@@ -47,6 +54,7 @@ class Peer:
             ('left/camera_info', CameraInfo), ('right/camera_info', CameraInfo),
             ('camera_pose', PoseStamped))}
         self.received = {t: [] for t in [*OUTPUTS, 'hazard_map']}
+        self.counts = dict.fromkeys(self.received, 0)      # every message, kept or not
         self.lock = threading.Lock()
         for topic in outputs:
             self.node.create_subscription(OUTPUTS[topic], topic, self._keep(topic), 10)
@@ -68,7 +76,11 @@ class Peer:
     def _keep(self, topic):
         def callback(msg):
             with self.lock:
-                self.received[topic].append(msg)
+                self.counts[topic] += 1
+                kept = self.received[topic]
+                kept.append(msg)
+                if self.keep is not None and len(kept) > 2 * self.keep:
+                    del kept[:-self.keep]
         return callback
 
     def wait_connected(self, timeout_s: float = 20.0) -> None:
@@ -123,3 +135,23 @@ class RunningNode:
 
     def close(self):
         stop(self.procs)
+
+
+class Sink:
+    """`ros_sink.py` in its own process: a reliable subscriber of every output."""
+
+    def __init__(self, tmp_path: Path, name: str = 'l3d_test_sink'):
+        self.counts_path = tmp_path / f'{name}_counts.json'
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name('ros_sink.py')),
+                                      name, str(self.counts_path)])
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops taking messages (a stalled reliable reader)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def close(self) -> dict:
+        """Stops the sink; the number of messages it received per topic."""
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        return json.loads(self.counts_path.read_text())

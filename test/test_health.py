@@ -1,3 +1,5 @@
+import numpy as np
+
 from l3d_ros.health import ERROR, Health, OK, SILENT_AFTER_S, WARN
 
 
@@ -49,3 +51,19 @@ def test_latency_statistics():
     v = report(h).values
     assert v['frames'] == '100' and v['latency_ms_median'] == '50.5'
     assert v['stage_ms_inference'] == '101.0'
+
+
+def test_latency_since_start_in_fixed_memory():
+    rng = np.random.default_rng(3)
+    ms = np.concatenate([rng.lognormal(np.log(35.0), 0.2, 20_000), [12_000.0, 0.05]])
+    h = Health()
+    for v in ms:
+        h.frame_done(float(v), {})
+    v = report(h).values
+    assert h.latency_all.counts.size < 2000                   # memory does not grow with frames
+    for q, key in ((50, 'median'), (99, 'p99')):
+        exact = np.sort(ms)[int(np.ceil(q / 100 * len(ms))) - 1]    # nearest rank
+        got = float(v[f'latency_ms_{key}_since_start'])
+        assert exact <= got * 1.0001 and got <= exact * 1.0101 + 0.05
+    assert v['latency_ms_max_since_start'] == '12000.0'
+    assert float(v['latency_ms_median']) > 30                 # the window saw only the last 200

@@ -10,7 +10,7 @@ from sensor_msgs.msg import Image
 from l3d_ros import msg as conv
 from l3d_ros.geometry import StereoCalib
 from l3d_sim.synthetic import plane_pair
-from ros_harness import Peer, RunningNode, write_params
+from ros_harness import Peer, RunningNode, Sink, write_params
 
 pytestmark = pytest.mark.ros
 CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
@@ -191,6 +191,49 @@ def test_invalid_parameter_update_is_refused_with_a_reason(ros):
     good = set_value('hazard.slope_max_deg', 12.0)
     assert good.successful
     assert_processed_after(peer, 200_000_000_000, seed=17)   # applied between frames, alive
+
+
+def test_a_frozen_subscriber_does_not_stall_the_node(ros, tmp_path):
+    """A reliable subscriber of every output that stops taking messages (SIGSTOP: a hung RViz
+    or recorder) must not stop the processing: the node goes on at its own pace."""
+    node, peer = ros
+    sink = Sink(tmp_path, 'l3d_frozen_sink')
+    try:
+        deadline = time.monotonic() + 20
+        while peer.node.count_subscribers('points') < 2:     # the peer's and the sink's
+            assert time.monotonic() < deadline, 'the sink was not discovered'
+            time.sleep(0.05)
+        frames = [plane_pair(CALIB, 4.0 + 0.5 * k, seed=20 + k) for k in range(4)]
+        ns = 250_000_000_000
+
+        def send(seconds):
+            nonlocal ns
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                left, right, _ = frames[ns // 33_333_333 % 4]
+                peer.publish_pair(left, right, CALIB, ns)
+                ns += 33_333_333
+                time.sleep(1 / 30)
+
+        send(1.0)                                           # the sink takes outputs
+        sink.freeze()
+        send(0.5)                                           # its queues fill up
+        before = int(diag_value(peer.wait_for('/diagnostics', lambda m: True), 'frames'))
+        with peer.lock:
+            before = max(before, *(int(diag_value(m, 'frames'))
+                                   for m in peer.received['/diagnostics']))
+        send(3.0)
+        after = peer.wait_for('/diagnostics', lambda m: int(diag_value(m, 'frames')) >=
+                              before + 30, timeout_s=10)
+        assert node.alive() and after is not None
+        assert_processed_after(peer, ns + 1_000_000_000, seed=21)
+    finally:
+        counts = sink.close()
+    assert counts['points'] > 0                                # it was a real subscriber
+
+
+def diag_value(msg, key):
+    return next(kv.value for s in msg.status for kv in s.values if kv.key == key)
 
 
 def test_a_pose_from_another_time_is_not_used(ros):
