@@ -41,24 +41,32 @@ def crop_dem(terrain: Terrain, x_range_m: tuple[float, float], y_range_m: tuple[
              cell_m: float) -> DemCrop:
     """Terrain over a map rectangle (clipped to the terrain) resampled to `cell_m`.
 
-    An integer ratio cell_m / terrain.cell_m averages whole blocks of terrain cells (the crop
-    starts on a block boundary); any other ratio samples the bilinear surface at cell centres.
+    An integer ratio k = cell_m / terrain.cell_m gives each cell the exact area mean of the
+    terrain's bilinear surface over it (`_area_weights`: its k x k terrain nodes and the ring
+    around them, edges replicated as `height_at` does), which is what points sampled densely
+    on that surface average to. The cells lie on the node's map grid (corners at whole
+    multiples of cell_m in `map`, as DemFusion snaps them) wherever the terrain's own cells
+    allow it, so truth and perception bin the same ground into the same cells. Any other
+    ratio samples the bilinear surface at cell centres.
     """
     ox, oy = terrain.origin_xy_m
     n, m = terrain.height_m.shape
     ratio = cell_m / terrain.cell_m
     k = round(ratio)
     if k >= 1 and abs(ratio - k) < 1e-6:
-        j0 = max(0, math.floor((x_range_m[0] - ox) / terrain.cell_m))
-        i0 = max(0, math.floor((y_range_m[0] - oy) / terrain.cell_m))
+        j0 = _block_start(x_range_m[0], ox, terrain.cell_m, k)
+        i0 = _block_start(y_range_m[0], oy, terrain.cell_m, k)
         j1 = min(m, math.ceil((x_range_m[1] - ox) / terrain.cell_m))
         i1 = min(n, math.ceil((y_range_m[1] - oy) / terrain.cell_m))
         rows, cols = (i1 - i0) // k, (j1 - j0) // k
         if rows < 1 or cols < 1:
             raise ValueError(f'crop x={x_range_m}, y={y_range_m}: expected an overlap of at '
                              f'least one {cell_m} m cell with the terrain')
-        block = terrain.height_m[i0:i0 + rows * k, j0:j0 + cols * k]
-        dem = block.reshape(rows, k, cols, k).mean(axis=(1, 3), dtype=np.float64)
+        ring = np.pad(terrain.height_m.astype(np.float64), 1, mode='edge')
+        ring = ring[i0:i0 + rows * k + 2, j0:j0 + cols * k + 2]   # one node more each side
+        w = _area_weights(k)
+        dem = sum(wa * ring[a:a + rows * k:k] for a, wa in enumerate(w))
+        dem = sum(wb * dem[:, b:b + cols * k:k] for b, wb in enumerate(w))
         return DemCrop(dem.astype(np.float32), float(cell_m),
                        (ox + j0 * terrain.cell_m, oy + i0 * terrain.cell_m))
     x0 = max(x_range_m[0], ox)
@@ -70,6 +78,32 @@ def crop_dem(terrain: Terrain, x_range_m: tuple[float, float], y_range_m: tuple[
     yy, xx = np.mgrid[0:rows, 0:cols]
     dem = terrain.height_at(x0 + (xx + 0.5) * cell_m, y0 + (yy + 0.5) * cell_m)
     return DemCrop(dem.astype(np.float32), float(cell_m), (x0, y0))
+
+
+def _area_weights(k: int) -> np.ndarray:
+    """(k + 2,) weights of the nodes -1..k in the mean of a piecewise-linear profile (nodes at
+    cell centres) over k terrain cells: [1, 7, 8, ..., 8, 7, 1] / 8k, or [1, 6, 1] / 8 for
+    k = 1 (each half segment at the block's edge averages 3/4 of its inner node and 1/4 of the
+    outer one)."""
+    w = np.zeros(k + 2)
+    w[1:k + 1] = 1.0                       # whole segments between nodes 0..k-1 (half each)
+    w[1] += -0.5 + 3 / 8                   # first half segment: 3/4 node 0, 1/4 node -1
+    w[0] += 1 / 8
+    w[k] += -0.5 + 3 / 8
+    w[k + 1] += 1 / 8
+    return w / k
+
+
+def _block_start(lo_m: float, origin_m: float, cell_m: float, k: int) -> int:
+    """First terrain index of the crop: at or below lo_m, >= 0, and (when the terrain's
+    cells line up with whole multiples of k * cell_m in `map`) on such a multiple."""
+    j = max(0, math.floor((lo_m - origin_m) / cell_m))
+    phase = origin_m / cell_m
+    if abs(phase - round(phase)) < 1e-6:                   # terrain on whole terrain cells
+        j -= (j + round(phase)) % k
+        if j < 0:
+            j += k
+    return j
 
 
 def view_hazard_layers(terrain: Terrain, points_world_m: np.ndarray,

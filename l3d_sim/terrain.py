@@ -195,7 +195,8 @@ def _stamp_boulders(height, cfg, rng, cy, cx, diam):
 
 def make_terrain(cfg: TerrainConfig, seed: int,
                  centre_xy_m: tuple[float, float] = (0.0, 0.0)) -> Terrain:
-    """A square terrain of side `cfg.size_m` centred on `centre_xy_m`, a pure function of seed.
+    """A square terrain of side `cfg.size_m` centred on `centre_xy_m` (to the nearest whole
+    cell: corners lie on multiples of cfg.cell_m), a pure function of seed.
 
     Heights have zero mean before the regional slope, which tilts about the centre.
     """
@@ -215,8 +216,10 @@ def make_terrain(cfg: TerrainConfig, seed: int,
     ramp = (np.arange(n, dtype=np.float32) - (n - 1) / 2) * np.float32(cfg.cell_m * slope)
     height += ramp[None, :] * np.float32(math.cos(azimuth))
     height += ramp[:, None] * np.float32(math.sin(azimuth))
+    # cell corners on whole multiples of cell_m in `map` (the centre moves by < half a cell):
+    # the node's DEM cells (whole multiples of hazard.cell_m) then hold whole terrain blocks
     half = n * cfg.cell_m / 2
-    origin = (float(centre_xy_m[0] - half), float(centre_xy_m[1] - half))
+    origin = tuple(float(round((v - half) / cfg.cell_m) * cfg.cell_m) for v in centre_xy_m)
     return Terrain(height.astype(np.float32), np.clip(albedo, 0.2, 3.0).astype(np.float32),
                    float(cfg.cell_m), origin)
 

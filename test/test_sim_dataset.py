@@ -97,3 +97,30 @@ def test_dataset_pairs_are_readable_and_reproducible(tmp_path):
     assert 30.0 - 5 < alt < 40.0 + 5 and 30.0 <= meta['altitude_m'] <= 40.0
     dem = json.loads((a[0] / 'dem.json').read_text())
     assert dem['cell_m'] == hazard_cfg.cell_m
+
+
+@pytest.mark.parametrize('lo', [-3.03, -2.95, -3.11, 0.07])
+def test_crop_blocks_lie_on_the_node_map_grid(lo):
+    """The truth bins the ground into the same 0.2 m cells as DemFusion (corners at whole
+    multiples of cell_m in map), whatever the crop's start."""
+    n = 200
+    h = np.zeros((n, n), np.float32)
+    terrain = Terrain(h, np.ones_like(h), 0.1, (-10.0, -10.0))
+    crop = crop_dem(terrain, (lo, 4.0), (lo + 0.1, 5.0), 0.2)
+    for v, want in zip(crop.origin_xy_m, (lo, lo + 0.1)):
+        assert v / 0.2 == pytest.approx(round(v / 0.2), abs=1e-6) and v <= want + 1e-9
+
+
+@pytest.mark.parametrize('k', [1, 2, 3])
+def test_crop_cell_is_the_area_mean_of_the_rendered_surface(k):
+    rng = np.random.default_rng(k)
+    h = rng.normal(0, 0.3, (60, 60)).astype(np.float32)             # rough: means differ
+    terrain = Terrain(h, np.ones_like(h), 0.1, (-3.0, -3.0))
+    crop = crop_dem(terrain, (-1.0, 1.0), (-1.0, 1.0), 0.1 * k)
+    cell = 0.1 * k
+    f = (np.arange(64) + 0.5) / 64                                   # 64 x 64 samples a cell
+    for i, j in ((0, 0), (3, 5), (crop.height_m.shape[0] - 1, 2)):
+        x = crop.origin_xy_m[0] + (j + f[None, :]) * cell
+        y = crop.origin_xy_m[1] + (i + f[:, None]) * cell
+        mean = terrain.height_at(*np.broadcast_arrays(x, y)).mean()
+        assert crop.height_m[i, j] == pytest.approx(mean, abs=2e-3)
