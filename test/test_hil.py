@@ -73,11 +73,11 @@ def test_closed_loop_landing_with_the_node_on_the_flight_computer(tmp_path):
     assert run['error'] is None and run['landed'] and s['landings'] == 1, run
     assert isinstance(run['safe'], bool) and s['safe_landings'] == int(run['safe'])
     # every scan crossed the link both ways: the images up, the node's hazard_map back down
-    assert run['scans'] == 3 and run['scans_answered'] == 3 and run['frame_timeouts'] == 0
-    assert len(run['latency_ms']) == 3 and min(run['latency_ms']) > 0
+    assert run['scans'] == 3 and run['scans_answered'] == 3 and run['frame_timeouts'] == 0, run
+    assert len(run['latency_ms']) == 3 and min(run['latency_ms']) > 0, run
     assert s['perception_latency_ms']['max'] == max(run['latency_ms'])
-    assert s['link']['up']['forwarded'] >= 3 * 5 and s['link']['down']['forwarded'] >= 3
-    assert s['link']['up']['dropped'] == s['link']['up']['repaired'] == 0    # clean link
+    assert s['link']['up']['forwarded'] >= 3 * 5 and s['link']['down']['forwarded'] >= 3, s
+    assert s['link']['up']['dropped'] == s['link']['up']['repaired'] == 0, s  # clean link
     # the boulder sits on the nominal target: the node's map moved the lander off it
     assert run['nominal_safe'] is False and run['divert_m'] > 1.5, run
     assert run['touchdown_error_m'] < 2.0
