@@ -38,11 +38,12 @@ class LatencyHistogram:
         self.edges_ms = self.LO_MS * self.RATIO ** np.arange(
             math.ceil(math.log(self.HI_MS / self.LO_MS) / math.log(self.RATIO)) + 1)
         self.counts = np.zeros(len(self.edges_ms) + 1, np.int64)   # below, bins..., above
-        self.max_ms = -math.inf
+        self.max_ms = math.nan                  # NaN while empty
 
     def add(self, latency_ms: float) -> None:
         self.counts[np.searchsorted(self.edges_ms, latency_ms)] += 1
-        self.max_ms = max(self.max_ms, latency_ms)
+        if not self.max_ms >= latency_ms:       # also the first one (NaN compares false)
+            self.max_ms = float(latency_ms)
 
     def percentile(self, q: float) -> float:
         """q in [0, 100]; NaN while empty."""

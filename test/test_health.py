@@ -67,3 +67,8 @@ def test_latency_since_start_in_fixed_memory():
         assert exact <= got * 1.0001 and got <= exact * 1.0101 + 0.05
     assert v['latency_ms_max_since_start'] == '12000.0'
     assert float(v['latency_ms_median']) > 30                 # the window saw only the last 200
+
+
+def test_latency_since_start_before_any_frame_is_nan():
+    v = report(Health()).values
+    assert {v[f'latency_ms_{k}_since_start'] for k in ('median', 'p99', 'max')} == {'nan'}
