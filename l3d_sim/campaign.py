@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import json
 import os
 from pathlib import Path
+import queue
 import shlex
 import subprocess
 import sys
@@ -81,6 +82,28 @@ def fly(params: dict, workdir: Path, domain_id: int, timeout_s: float,
         return {'mode': mode, 'safe': False, 'landed': False,
                 'error': f'no result after {timeout_s} s; logs in {workdir}'}
     return json.loads(result_path.read_text())
+
+
+def run_exclusive(jobs: list, domains: list[int], fn) -> None:
+    """fn(job, domain) for every job, len(domains) at once, each holding its domain alone.
+
+    Every landing uses the same sim-time stamps, so two landings sharing a DDS domain would
+    answer each other's scans and commands: a domain goes back to the pool only when its
+    landing's processes have exited.
+    """
+    free = queue.Queue()
+    for d in domains:
+        free.put(d)
+
+    def one(j):
+        domain = free.get()
+        try:
+            fn(j, domain)
+        finally:
+            free.put(domain)
+
+    with ThreadPoolExecutor(len(domains)) as pool:
+        list(pool.map(one, jobs))
 
 
 def plan_runs(runs: int, seed: int, campaign) -> list[dict]:
@@ -157,15 +180,16 @@ def campaign(runs: int, seed: int, out: Path, modes=HDA_MODES, workers: int = 1,
     plan = plan_runs(runs, seed, mission.campaign)
     jobs = [(mode, i) for i in range(runs) for mode in modes]
     domain0 = DOMAIN_FIRST + (os.getpid() * 7) % DOMAIN_COUNT
+    domains = [DOMAIN_FIRST + (domain0 - DOMAIN_FIRST + k) % DOMAIN_COUNT
+               for k in range(max(1, workers))]
     results = {mode: [None] * runs for mode in modes}
     t0 = time.monotonic()
 
-    def job(slot_and_job):
-        slot, (mode, i) = slot_and_job
+    def job(mode_i, domain):
+        mode, i = mode_i
         workdir = out / mode / f'run_{i:04d}'
         run = dict(plan[i], mode=mode, target_hazard=target_hazard,
                    result_path=str((workdir / 'result.json').resolve()))
-        domain = DOMAIN_FIRST + (domain0 - DOMAIN_FIRST + slot) % DOMAIN_COUNT
         r = fly(run_params(base, run, image_px), workdir, domain,
                 mission.campaign.run_timeout_s)
         r['run_index'] = i
@@ -174,9 +198,7 @@ def campaign(runs: int, seed: int, out: Path, modes=HDA_MODES, workers: int = 1,
                  f'divert={r.get("divert_m", float("nan")):.1f} m '
                  f'({time.monotonic() - t0:.0f} s){" " + r["error"] if r.get("error") else ""}')
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        # slot = job index modulo the worker count: concurrent jobs get distinct domains
-        list(pool.map(job, [(k % max(1, workers), j) for k, j in enumerate(jobs)]))
+    run_exclusive(jobs, domains, job)
     meta = {'seed': seed, 'modes_flown': list(modes), 'image_px': image_px,
             'target_hazard': target_hazard, 'config': str(config), 'workers': workers,
             'wall_s': time.monotonic() - t0,
