@@ -62,8 +62,10 @@ def crop_dem(terrain: Terrain, x_range_m: tuple[float, float], y_range_m: tuple[
         if rows < 1 or cols < 1:
             raise ValueError(f'crop x={x_range_m}, y={y_range_m}: expected an overlap of at '
                              f'least one {cell_m} m cell with the terrain')
-        ring = np.pad(terrain.height_m.astype(np.float64), 1, mode='edge')
-        ring = ring[i0:i0 + rows * k + 2, j0:j0 + cols * k + 2]   # one node more each side
+        # the crop's nodes and one more each side, edges replicated (only the crop is copied)
+        ri = np.clip(np.arange(i0 - 1, i0 + rows * k + 1), 0, n - 1)
+        ci = np.clip(np.arange(j0 - 1, j0 + cols * k + 1), 0, m - 1)
+        ring = terrain.height_m[np.ix_(ri, ci)].astype(np.float64)
         w = _area_weights(k)
         dem = sum(wa * ring[a:a + rows * k:k] for a, wa in enumerate(w))
         dem = sum(wb * dem[:, b:b + cols * k:k] for b, wb in enumerate(w))
