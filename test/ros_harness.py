@@ -39,6 +39,11 @@ def write_params(tmp_path: Path, **node_overrides) -> Path:
     return path
 
 
+def diag_value(msg: DiagnosticArray, key: str) -> str:
+    """The value of `key` in a DiagnosticArray (first status holding it)."""
+    return next(kv.value for s in msg.status for kv in s.values if kv.key == key)
+
+
 class Peer:
     """Publishes on the node's inputs and records every output message by topic."""
 

@@ -10,7 +10,7 @@ from sensor_msgs.msg import Image
 from l3d_ros import msg as conv
 from l3d_ros.geometry import StereoCalib
 from l3d_sim.synthetic import plane_pair
-from ros_harness import Peer, RunningNode, Sink, write_params
+from ros_harness import diag_value, Peer, RunningNode, Sink, write_params
 
 pytestmark = pytest.mark.ros
 CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
@@ -230,10 +230,6 @@ def test_a_frozen_subscriber_does_not_stall_the_node(ros, tmp_path):
     finally:
         counts = sink.close()
     assert counts['points'] > 0                                # it was a real subscriber
-
-
-def diag_value(msg, key):
-    return next(kv.value for s in msg.status for kv in s.values if kv.key == key)
 
 
 def test_a_pose_from_another_time_is_not_used(ros):

@@ -14,7 +14,7 @@ from sensor_msgs.msg import Image
 from l3d_ros import msg as conv
 from l3d_ros.geometry import StereoCalib
 from l3d_sim.synthetic import plane_pair
-from ros_harness import Peer, RunningNode, Sink, write_params
+from ros_harness import diag_value, Peer, RunningNode, Sink, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
@@ -25,10 +25,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith('VmRSS:'):
             return int(line.split()[1])
     raise RuntimeError(f'no VmRSS for pid {pid}')
-
-
-def diag_value(msg, key):
-    return next(kv.value for s in msg.status for kv in s.values if kv.key == key)
 
 
 def test_soak_30hz(tmp_path):
