@@ -23,6 +23,7 @@ How it stays exact and fast:
   it is never below the true value (occupancy grading stays conservative).
 """
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 import math
 
 import cv2
@@ -34,6 +35,7 @@ from l3d_ros.dataset import HAZARD_HAZARD, HAZARD_SAFE, HAZARD_UNKNOWN
 COVERAGE_MIN = 0.8          # fraction of a disc's cells that must hold terrain to judge it
 LATTICE_MAX_CELLS = 150     # auto_stride keeps the evaluated lattice at most this many a side
 _CHUNK_ELEMENTS = 1 << 21   # disc samples gathered per chunk of exact cells (8 MB float32)
+BLOCK_MIN_STRIDE = 3         # lattices at least this sparse take moments by blocks
 
 
 @dataclass(frozen=True)
@@ -162,13 +164,21 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
                         kn(_margin(lat, cfg.roughness_max_m)), kn(lat.a + t.ref_m), grid, stride)
 
 
+_BIG = np.float32(3e38)        # stands for +-inf where a finite fill keeps arithmetic cheap
+
+
 @dataclass(frozen=True)
 class _Terrain:
-    """A DEM prepared for evaluation: heights relative to their mean, validity, disc."""
+    """A DEM prepared for evaluation: heights relative to their mean, validity, disc.
+
+    Invalid cells are masked by arithmetic (multiplying by `vf`), not np.where: DEM holes are
+    scattered at high altitude, and a scattered mask makes np.where ~20x slower.
+    """
 
     z: np.ndarray               # (H, W) float32 height - ref_m [m], 0 where invalid
     valid: np.ndarray           # (H, W) bool: terrain (and a usable sigma) there
-    sig: np.ndarray | None      # (H, W) float32 height sigma [m] or None
+    vf: np.ndarray              # (H, W) float32 valid as 1 / 0
+    sig: np.ndarray | None      # (H, W) float32 height sigma [m], 0 where invalid; or None
     ref_m: float
     cell_m: float
     cfg: HazardConfig
@@ -178,17 +188,48 @@ class _Terrain:
     @staticmethod
     def build(dem: np.ndarray, cell_m: float, cfg: HazardConfig,
               sigma_m: np.ndarray | None) -> '_Terrain':
+        dem = np.asarray(dem, np.float32)
         valid = np.isfinite(dem)
         sig = None
         if sigma_m is not None:
             sig = np.asarray(sigma_m, np.float32)
             with np.errstate(invalid='ignore'):
                 valid &= np.isfinite(sig) & (sig >= 0)
-        ref_m = float(np.mean(dem[valid], dtype=np.float64)) if valid.any() else 0.0
-        z = np.where(valid, dem - np.float32(ref_m), np.float32(0)).astype(np.float32)
+        vf = valid.astype(np.float32)
+        n = int(np.count_nonzero(valid))
+        z = _finite(dem) * vf
+        ref_m = float(np.sum(z, dtype=np.float64) / n) if n else 0.0
+        z -= np.float32(ref_m)
+        z *= vf
+        if sig is not None:
+            sig = _finite(sig) * vf
         _, inside = disc_offsets(cfg.footprint_m, cell_m)
         k = cfg.sigma_margin if sig is not None else 0.0
-        return _Terrain(z, valid, sig, ref_m, cell_m, cfg, inside, k)
+        return _Terrain(z, valid, vf, sig, ref_m, cell_m, cfg, inside, k)
+
+    def filled(self, sign: float) -> np.ndarray:
+        """z with invalid cells at sign * 3e38 (-: for maxima, +: for minima), float32."""
+        return self.z + (np.float32(sign) * _BIG) * (np.float32(1) - self.vf)
+
+    @cached_property
+    def padded(self) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """(z, sigma or None) padded by the disc radius, NaN where invalid, flattened; row
+        length of the padded grid."""
+        radius = self.inside.shape[0] // 2
+        with np.errstate(invalid='ignore', divide='ignore'):
+            nan_inv = self.vf / self.vf                 # 1 valid, NaN invalid
+
+        def pad(v):
+            return np.pad(v * nan_inv, radius, constant_values=np.nan)
+
+        zpad = pad(self.z)
+        spad = None if self.sig is None else pad(self.sig).ravel()
+        return zpad.ravel(), spad, zpad.shape[1]
+
+
+def _finite(v: np.ndarray) -> np.ndarray:
+    """v with NaN and +-inf replaced by finite values (to be multiplied by a 0 / 1 mask)."""
+    return np.fmin(np.fmax(v, -_BIG), _BIG)
 
 
 @dataclass
@@ -267,53 +308,41 @@ def _decide(ok, slope_haz, unresolved, limit_rock, limit, rough_lo, rough_hi, st
 
 def _lattice(t: _Terrain, stride: int, exact_roughness: bool) -> _Eval:
     """Disc statistics at every stride-th cell from moment sums and roughness bounds."""
-    valid, z, sig, inside = t.valid, t.z, t.sig, t.inside
+    z, sig, inside = t.z, t.sig, t.inside
     radius = inside.shape[0] // 2
     n_disc = float(inside.sum())
     h, w = z.shape
     half_w = _row_half_widths(inside)
-    s1 = _disc_sums([valid.astype(np.float64)], half_w, stride)[0]
+    sums = _moment_sums(t, half_w, stride)
+    s1, su, sv, suu, suv, svv, sz, szu, szv = sums[:9]
     shape = s1.shape
     coverage = (s1 / n_disc).astype(np.float32)
-    xg = (np.arange(w) - 0.5 * (w - 1))[None, :]            # (1, W) column coordinate
-    yg = (np.arange(h) - 0.5 * (h - 1))[:, None]            # (H, 1) row coordinate
-    wv, zv = valid.astype(np.float64), z.astype(np.float64)
-    srcs = [wv * xg, wv * yg, wv * (xg * xg), wv * (xg * yg), wv * (yg * yg),
-            zv, zv * xg, zv * yg]
-    if sig is not None:
-        srcs.append(np.where(valid, sig.astype(np.float64) ** 2, 0.0))
-    sums = _disc_sums(srcs, half_w, stride)
-    sx, sy, sxx, sxy, syy, sz, szx, szy = sums[:8]
-    xp, yp = xg[:, ::stride], yg[::stride]
-    su, sv = sx - xp * s1, sy - yp * s1
-    suu = sxx - 2 * xp * sx + xp * xp * s1
-    suv = sxy - xp * sy - yp * sx + xp * yp * s1
-    svv = syy - 2 * yp * sy + yp * yp * s1
-    szu, szv = szx - xp * sz, szy - yp * sz
     ok, a, b, cc, grad_cells, slope_ratio, var_mean = _plane(
-        t, s1, su, sv, suu, suv, svv, sz, szu, szv, sums[8] if sig is not None else None)
+        t, s1, su, sv, suu, suv, svv, sz, szu, szv, sums[9] if sig is not None else None)
     limit = t.cfg.roughness_max_m
     slope_haz = ok & (slope_ratio > 1.0)
 
-    # roughness bounds from disc max / min filters
-    corners = _disc_rectangles(half_w)
-    zfill = (np.where(valid, z, -np.inf).astype(np.float32),
-             np.where(valid, z, np.inf).astype(np.float32))
-    zmax = _disc_extreme(zfill[0], corners, stride, True)
-    zmin = _disc_extreme(zfill[1], corners, stride, False)
+    # roughness bounds from max / min filters over tiles of the disc
     offs = np.nonzero(inside)
     r_max = float(np.sqrt(np.max((offs[0] - radius) ** 2 + (offs[1] - radius) ** 2)))
-    dev = np.maximum(zmax - a, a - zmin)
-    rough_hi = dev + grad_cells * r_max                     # >= max |residual|
-    rough_lo = np.maximum(dev - grad_cells * r_max, 0.0)    # <= max |residual|
     cover, inner = _disc_tiles(inside)
-    rough_hi = np.minimum(rough_hi, _tile_bound(zfill, cover, stride, a, b, cc, True))
-    rough_lo = np.maximum(rough_lo, _tile_bound(zfill, inner, stride, a, b, cc, False))
+    tiles = cover + inner
+    zmax = _tile_extremes(t.filled(-1.0), tiles, stride, shape, True)
+    zmin = _tile_extremes(t.filled(1.0), tiles, stride, shape, False)
+    n = len(cover)
+    per_tile = _tile_bounds(zmax[:n], zmin[:n], cover, a, b, cc, True)
+    rough_hi = np.minimum(np.max(per_tile, axis=0), np.maximum(
+        np.max(zmax[:n], axis=0) - a, a - np.min(zmin[:n], axis=0)) + grad_cells * r_max)
     stat_hi = rough_hi
-    if sig is not None:
-        sig_max = _disc_extreme(np.where(valid, sig, -np.inf).astype(np.float32), corners,
-                                stride, True)
-        stat_hi = rough_hi + t.k * sig_max
+    if sig is not None:          # per tile: its residual bound + k * its largest sigma
+        sig_max = np.maximum(_tile_extremes(sig - _BIG * (np.float32(1) - t.vf), cover,
+                                            stride, shape, True), np.float32(0))
+        stat_hi = np.minimum(rough_hi + t.k * np.max(sig_max, axis=0),
+                             np.max(per_tile + t.k * sig_max, axis=0))
+    per_tile = _tile_bounds(zmax[n:], zmin[n:], inner, a, b, cc, False)
+    rough_lo = np.maximum(np.max(per_tile, axis=0), np.maximum(
+        np.max(zmax[n:], axis=0) - a, a - np.min(zmin[n:], axis=0)) - grad_cells * r_max)
+    rough_lo = np.maximum(rough_lo, 0.0)
     unresolved, limit_rock, noise_m = _noise(t, s1, var_mean, shape)
     unresolved &= ok
     eps = 1e-4 + 1e-6 * float(np.max(np.abs(z)))           # float32 rounding of the residuals
@@ -337,6 +366,9 @@ def _lattice(t: _Terrain, stride: int, exact_roughness: bool) -> _Eval:
 
 
 REFINE_BAND = (0.93, 1.08)   # interpolated scores inside this band are evaluated exactly
+# label of a refined cell by code = 4 known + 2 (score > 1) + unresolved
+_REFINE_LABELS = np.array([HAZARD_UNKNOWN] * 4 + [HAZARD_SAFE, HAZARD_UNKNOWN]
+                          + [HAZARD_HAZARD] * 2, np.uint8)
 
 
 def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarray | None,
@@ -375,6 +407,8 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
     lat = _lattice(t, stride, False)
     lab = lat.label
     edge = np.zeros(lab.shape, bool)                 # lattice cells next to another label
+    edge_safe = np.zeros(lab.shape, bool)            # ... where one of the two is safe
+    safe_lat = lab == HAZARD_SAFE
     for d0, d1 in (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
                    ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
                    ((slice(1, None), slice(1, None)), (slice(None, -1), slice(None, -1))),
@@ -382,7 +416,10 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
         diff = lab[d0] != lab[d1]
         edge[d0] |= diff
         edge[d1] |= diff
-    need = edge & lat.ok & ~lat.exact
+        diff &= safe_lat[d0] | safe_lat[d1]
+        edge_safe[d0] |= diff
+        edge_safe[d1] |= diff
+    need = edge_safe & lat.ok & ~lat.exact
     if need.any():
         ci, cj = np.nonzero(need)
         lat.rough[need], lat.stat[need] = _exact_roughness(
@@ -390,47 +427,60 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
     limit = cfg.roughness_max_m
     ok = lat.ok
     okw = ok.astype(np.float32)
-    slope_deg, margin = _slope_deg(lat, cell_m), _margin(lat, limit)
-    fields = [lat.coverage, okw]
-    for v in (margin, np.maximum(lat.slope_ratio, lat.rough / lat.limit_rock),
-              lat.noise_m / limit, slope_deg, lat.rough, lat.a):
-        fields.append(np.where(ok, v, 0.0) * okw)
-    fine = _upsample(np.stack(fields, -1).astype(np.float32), stride, (h, w))
-    norm = np.maximum(fine[..., 1], np.float32(1e-6))
-    score_res, score_unres, noise_r, slope_f, rough_f, height_f = (
-        fine[..., i] / norm for i in range(2, 8))
-    known = (fine[..., 0] >= COVERAGE_MIN) & (fine[..., 1] > 0) & t.valid[:h, :w]
-    unres = noise_r > 1.0
-    hazard = np.full((h, w), HAZARD_UNKNOWN, np.uint8)
-    hazard[known & ~unres] = HAZARD_SAFE
-    hazard[known & ((~unres & (score_res > 1.0)) | (unres & (score_unres > 1.0)))] = \
-        HAZARD_HAZARD
-    # mixed blocks: cells whose interpolated score is a close call are evaluated exactly
-    lo, hi = REFINE_BAND
+
+    def up(v):                        # lattice field -> every DEM cell, over well-posed cells
+        return _upsample(np.where(ok, v, 0.0).astype(np.float32), stride, (h, w))
+
+    coverage = _upsample(lat.coverage, stride, (h, w))
+    weight = _upsample(okw, stride, (h, w))
+    inv = np.float32(1) / np.maximum(weight, np.float32(1e-6))
+    score_res = up(_margin(lat, limit)) * inv
+    score_unres = up(np.maximum(lat.slope_ratio, lat.rough / lat.limit_rock)) * inv
+    unres = up(lat.noise_m / limit) * inv > 1.0
+    slope_f, rough_f, height_f = (up(v) * inv for v in (_slope_deg(lat, cell_m), lat.rough,
+                                                        lat.a + t.ref_m))
+    known = (coverage >= COVERAGE_MIN) & (weight > 0) & t.valid[:h, :w]
+    score = score_res + unres * (score_unres - score_res)     # the score of the cell's regime
+    # label by table lookup on (known, score > 1, unresolved): scattered masks are slow
+    code = (known.view(np.uint8) << 2) | ((score > 1.0).view(np.uint8) << 1) | unres.view(
+        np.uint8)
+    hazard = _REFINE_LABELS[code]
+    # mixed blocks (a label change within one lattice step): cells that could wrongly be safe
+    # are evaluated exactly, and close calls that could turn safe
     mixed = np.zeros(lab.shape, bool)
     mixed[:-1, :-1] = edge[:-1, :-1] | edge[1:, :-1] | edge[:-1, 1:] | edge[1:, 1:]
-    mixed = np.repeat(np.repeat(mixed, stride, 0), stride, 1)[:h, :w]
-    score = np.where(unres, score_unres, score_res)
-    close = mixed & t.valid[:h, :w] & (score > lo) & (score < hi)
-    close[::stride, ::stride] = False
-    if close.any():
-        rows, cols = np.nonzero(close)
-        ok_c, lab_c, slope_c, rough_c, margin_c, a_c = _cells(t, rows, cols)
-        hazard[close] = np.where(ok_c, lab_c, HAZARD_UNKNOWN)
-        known[close] = ok_c
-        slope_f[close], rough_f[close], score_res[close], height_f[close] = (
-            slope_c, rough_c, margin_c, a_c)
+    if mixed.any():
+        with_safe = np.zeros(lab.shape, bool)        # a safe lattice cell among the four
+        with_safe[:-1, :-1] = (safe_lat[:-1, :-1] | safe_lat[1:, :-1] | safe_lat[:-1, 1:]
+                               | safe_lat[1:, 1:])
+        lo, hi = REFINE_BAND
+        close = (score > lo) & (score < hi)
+        fine_safe = hazard == HAZARD_SAFE
+
+        def fine(m):
+            return np.repeat(np.repeat(m, stride, 0), stride, 1)[:h, :w]
+
+        # with a safe corner: the close calls; without: any cell interpolated as safe
+        exact = fine(mixed) & t.valid[:h, :w] & np.where(fine(with_safe), close, fine_safe)
+        exact[::stride, ::stride] = False
+        if exact.any():
+            rows, cols = np.nonzero(exact)
+            ok_c, lab_c, slope_c, rough_c, margin_c, a_c = _cells(t, rows, cols)
+            hazard[exact] = np.where(ok_c, lab_c, HAZARD_UNKNOWN)
+            known[exact] = ok_c
+            slope_f[exact], rough_f[exact], score_res[exact], height_f[exact] = (
+                slope_c, rough_c, margin_c, a_c + np.float32(t.ref_m))
     lh, lw = -(-h // stride), -(-w // stride)                           # lattice cells kept
     node = lat.ok[:lh, :lw] & t.valid[:h:stride, :w:stride]
     hazard[::stride, ::stride] = np.where(node, lab[:lh, :lw], HAZARD_UNKNOWN)
     known[::stride, ::stride] = node
-    height_f += np.float32(t.ref_m)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        one_or_nan = known.astype(np.float32)
+        one_or_nan /= one_or_nan                                        # 1 known, NaN not
 
-    def kn(v):
-        return np.where(known, v, np.nan).astype(np.float32)
-
-    return HazardLayers(kn(slope_f), kn(rough_f), hazard, fine[..., 0].copy(),
-                        kn(score_res), kn(height_f), grid, 1)
+    return HazardLayers(slope_f * one_or_nan, rough_f * one_or_nan, hazard,
+                        np.ascontiguousarray(coverage), score_res * one_or_nan,
+                        height_f * one_or_nan, grid, 1)
 
 
 def _cells(t: _Terrain, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -438,61 +488,90 @@ def _cells(t: _Terrain, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray,
 
     Returns (n,) arrays ok, label, slope_deg, roughness_m, margin, plane height - ref_m [m].
     """
-    inside = t.inside
-    radius = inside.shape[0] // 2
-    off_i, off_j = np.nonzero(inside)
-    u = (off_j - radius).astype(np.float64)
-    v = (off_i - radius).astype(np.float64)
-    geo = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], 1)      # (K, 6)
-    zm = np.stack([np.ones_like(u), u, v], 1)                            # (K, 3)
-    zpad = np.pad(np.where(t.valid, t.z, np.nan).astype(np.float32), radius,
-                  constant_values=np.nan)
-    wp = zpad.shape[1]
-    off_flat = off_i * wp + off_j
-    zflat = zpad.ravel()
-    spad = None
-    if t.sig is not None:
-        spad = np.pad(np.where(t.valid, t.sig, np.nan).astype(np.float32), radius,
-                      constant_values=np.nan).ravel()
+    samples = _DiscSamples.of(t)
+    geo = np.stack([np.ones_like(samples.u), samples.u, samples.v, samples.u * samples.u,
+                    samples.u * samples.v, samples.v * samples.v], 1)     # (K, 6), integers
+    zm = geo[:, :3]
     n = len(rows)
-    mom = np.empty((n, 10))
-    step = max(1, _CHUNK_ELEMENTS // len(off_flat))
-    for s0 in range(0, n, step):
-        idx = (rows[s0:s0 + step] * wp + cols[s0:s0 + step])[:, None] + off_flat[None]
-        zs = zflat[idx]                                                  # (m, K)
-        fin = np.isfinite(zs)
-        mom[s0:s0 + step, :6] = fin.astype(np.float32) @ geo.astype(np.float32)
-        mom[s0:s0 + step, 6:9] = np.where(fin, zs, 0).astype(np.float64) @ zm
-        if spad is not None:
-            ss = spad[idx]
-            mom[s0:s0 + step, 9] = np.where(fin, ss * ss, 0).sum(1, dtype=np.float64)
-    s1, su, sv, suu, suv, svv, sz, szu, szv, ssig2 = mom.T
-    ok, a, b, cc, grad_cells, slope_ratio, var_mean = _plane(
-        t, s1, su, sv, suu, suv, svv, sz, szu, szv, ssig2 if spad is not None else None)
+    parts = []
+    for s0 in range(0, n, samples.step):
+        zs, ss = samples.gather(rows[s0:s0 + samples.step], cols[s0:s0 + samples.step])
+        fin = np.isfinite(zs).astype(np.float32)                         # (K, m)
+        zs0 = np.fmax(zs, -_BIG) * fin                                   # NaN -> 0
+        mom = [*(geo.T @ fin).astype(np.float64), *(zm.T @ zs0).astype(np.float64)]
+        ssig2 = None
+        if ss is not None:
+            ss0 = np.fmax(ss, 0) * fin                                   # NaN -> 0
+            ssig2 = np.einsum('ij,ij->j', ss0, ss0, dtype=np.float64)
+        ok, a, b, cc, grad_cells, slope_ratio, var_mean = _plane(t, *mom, ssig2)
+        rough, stat = samples.roughness(zs, ss, a, b, cc)
+        parts.append((mom[0], ok, a, grad_cells, slope_ratio, var_mean, rough, stat))
+    s1, ok, a, grad_cells, slope_ratio, var_mean, rough, stat = (
+        None if parts[0][i] is None else np.concatenate([p[i] for p in parts])
+        for i in range(8))
     unresolved, limit_rock, noise_m = _noise(t, s1, var_mean, (n,))
     unresolved &= ok
-    rough, stat = _exact_roughness(t, rows, cols, a, b, cc)
     label = _decide(ok, ok & (slope_ratio > 1.0), unresolved, limit_rock,
                     t.cfg.roughness_max_m, rough, rough, stat, 0.0)[0]
     slope = np.degrees(np.arctan(grad_cells / t.cell_m))
     return ok, label, slope, rough, np.maximum(slope_ratio, stat / t.cfg.roughness_max_m), a
 
 
-def _upsample(v: np.ndarray, stride: int, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear interpolation of lattice values (nh, nw, C) at every DEM cell: (H, W, C).
+@dataclass(frozen=True)
+class _DiscSamples:
+    """Gathering every disc sample of chosen DEM cells, in chunks of (K, m) float32."""
 
-    Lattice cell (k, l) sits on DEM cell (k stride, l stride).
+    t: _Terrain
+    off_flat: np.ndarray        # (K,) sample offsets in the padded grid
+    u: np.ndarray               # (K,) float32 column offset [cells]
+    v: np.ndarray               # (K,) float32 row offset [cells]
+    step: int                   # cells per chunk
+
+    @staticmethod
+    def of(t: _Terrain) -> '_DiscSamples':
+        radius = t.inside.shape[0] // 2
+        off_i, off_j = np.nonzero(t.inside)
+        wp = t.padded[2]
+        return _DiscSamples(t, off_i * wp + off_j, (off_j - radius).astype(np.float32),
+                            (off_i - radius).astype(np.float32),
+                            max(1, _CHUNK_ELEMENTS // len(off_i)))
+
+    def gather(self, rows: np.ndarray, cols: np.ndarray):
+        """(K, m) heights - ref_m (NaN invalid) and sigmas (or None) around the cells."""
+        zflat, sflat, wp = self.t.padded
+        idx = self.off_flat[:, None] + (np.asarray(rows) * wp + np.asarray(cols))[None]
+        return np.take(zflat, idx), None if sflat is None else np.take(sflat, idx)
+
+    def roughness(self, zs, ss, a, b, c) -> tuple[np.ndarray, np.ndarray]:
+        """Exact max |residual| and max (|residual| + k sigma) of gathered samples to planes
+        (a [m], b, c [m / cell], (m,) each); NaN samples are skipped. Two (m,) float32."""
+        plane = np.stack([self.u, self.v], 1) @ np.stack([b, c]).astype(np.float32)  # (K, m)
+        plane += np.asarray(a, np.float32)
+        res = np.abs(zs - plane, out=plane)
+        rough = np.fmax.reduce(res, axis=0)
+        if ss is None or self.t.k <= 0:
+            return rough, rough
+        res += ss * np.float32(self.t.k)
+        return rough, np.fmax.reduce(res, axis=0)
+
+
+def _upsample(v: np.ndarray, stride: int, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear interpolation of a lattice field (nh, nw) float32 at every DEM cell: (H, W).
+
+    Lattice cell (k, l) sits on DEM cell (k stride, l stride); H <= (nh - 1) stride + 1.
+    For an odd stride cv2.resize by `stride` maps output pixel x to input (x - (stride - 1)
+    / 2) / stride, so the DEM cell j is output pixel j + (stride - 1) / 2: exact float
+    weights. An even stride goes through cv2.warpAffine (weights in steps of 1/32).
     """
     h, w = shape
-    mx = np.broadcast_to((np.arange(w, dtype=np.float32) / stride)[None, :], (h, w))
-    my = np.broadcast_to((np.arange(h, dtype=np.float32) / stride)[:, None], (h, w))
-    mx, my = np.ascontiguousarray(mx), np.ascontiguousarray(my)
-    out = np.empty((h, w, v.shape[2]), np.float32)
-    for c0 in range(0, v.shape[2], 4):
-        part = np.ascontiguousarray(v[..., c0:c0 + 4])
-        r = cv2.remap(part, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        out[..., c0:c0 + 4] = r.reshape(h, w, -1)
-    return out
+    if stride % 2:
+        off = (stride - 1) // 2
+        big = cv2.resize(v, (v.shape[1] * stride, v.shape[0] * stride),
+                         interpolation=cv2.INTER_LINEAR)
+        return big[off:off + h, off:off + w]
+    m = np.array([[1.0 / stride, 0.0, 0.0], [0.0, 1.0 / stride, 0.0]])
+    return cv2.warpAffine(v, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def _slope_deg(lat: _Eval, cell_m: float) -> np.ndarray:
@@ -540,29 +619,141 @@ def _row_half_widths(inside: np.ndarray) -> np.ndarray:
         np.zeros(1, int)
 
 
-def _disc_sums(src, half_w: np.ndarray, stride: int) -> np.ndarray:
-    """Disc sums of m (H, W) float64 sources (a sequence) at every stride-th cell: (m, h, w).
+def _moment_sums(t: _Terrain, half_w: np.ndarray, stride: int) -> np.ndarray:
+    """Disc sums of the plane moments at every stride-th cell: (9 or 10, h, w) float64.
 
-    Outside the grid counts as 0. The disc is cut into horizontal bands of equal half width
-    (about R / 2 of them); each band is a rectangle read from the source's integral image
-    (cv2.integral) at the lattice only: O(m H W) + O(m * bands * h * w).
+    Channels 1, u, v, u^2, uv, v^2, z, zu, zv (and sigma^2 with sigma) over the valid cells of
+    the disc, u and v the column and row offsets from the evaluated cell; outside the grid
+    counts as 0. Strides >= BLOCK_MIN_STRIDE go through `_block_moment_sums`, smaller ones
+    through integral images (`_integral_moment_sums`).
     """
-    m, (h, w) = len(src), src[0].shape
+    if stride >= BLOCK_MIN_STRIDE:
+        return _block_moment_sums(t, stride)
+    return _integral_moment_sums(t, half_w, stride)
+
+
+def _block_moment_sums(t: _Terrain, stride: int) -> np.ndarray:
+    """`_moment_sums` by blocks: the DEM is cut into stride x stride blocks, one per lattice
+    cell; a disc is a fixed set of block offsets, each with a fixed mask of its cells in the
+    disc. One matrix product per source (validity, z, sigma^2) gives, for every block and
+    every offset it can take, the masked sums weighted by 1, u, v, ... in the lattice cell's
+    own coordinates; the disc sums are the sums over the offsets of those, shifted.
+
+    Exactness: the geometric moments are sums of small integers (exact in float32); z and
+    sigma^2 sums are float32 over one block (<= stride^2 cells), accumulated in float64.
+    """
+    s = stride
+    h, w = t.z.shape
+    out_h, out_w = -(-h // s), -(-w // s)
+    c, bmin, span, offsets, weights = _block_layout(s, t.inside.tobytes(), t.inside.shape[0])
+    nb_h, nb_w = out_h + span, out_w + span
+    top = c - s * bmin                          # padded row of DEM row 0
+
+    def blocks(src: np.ndarray) -> np.ndarray:
+        """(s*s, nb_h*nb_w) float32: column = one block's cells."""
+        pad = np.zeros((s * nb_h, s * nb_w), np.float32)
+        pad[top:top + h, top:top + w] = src[:s * nb_h - top, :s * nb_w - top]
+        return pad.reshape(nb_h, s, nb_w, s).transpose(1, 3, 0, 2).reshape(s * s, -1)
+
+    sources = [(t.vf, 6), (t.z, 3)]
+    if t.sig is not None:
+        sources.append((np.square(t.sig), 1))
+    out = np.zeros((sum(k for _, k in sources), out_h, out_w))
+    ch = 0
+    for (src, k), wmat in zip(sources, weights):
+        sums = (wmat @ blocks(src)).reshape(len(offsets), k, nb_h, nb_w)
+        acc = out[ch:ch + k]
+        for n, (oi, oj) in enumerate(offsets):
+            acc += sums[n, :, oi:oi + out_h, oj:oj + out_w]
+        ch += k
+    return out
+
+
+@lru_cache(maxsize=16)
+def _block_layout(s: int, inside_bytes: bytes, side: int):
+    """Blocks of `_block_moment_sums` for a disc mask (side x side) and stride s.
+
+    Returns c (block (I, J) starts at DEM cell s I - c), bmin and span (the lowest block
+    offset, highest - lowest), the (row, col) block offsets meeting the disc relative to
+    bmin, and three float32 weight
+    matrices (validity: 6 rows per offset, z: 3, sigma^2: 1; s*s columns): the offset's disc
+    mask times 1, u, v, u^2, uv, v^2 (validity), 1, u, v (z) and 1 (sigma^2), with u, v the
+    cell's column and row offset from the evaluated cell.
+    """
+    inside = np.frombuffer(inside_bytes, bool).reshape(side, side)
+    radius = side // 2
+    c = s // 2
+    bmin, bmax = -((radius + s - 1 - c) // s), (radius + c) // s
+    p, q = np.mgrid[0:s, 0:s]                  # cell within its block
+    rows: list[list[np.ndarray]] = [[], [], []]
+    offsets = []
+    for bi in range(bmin, bmax + 1):
+        for bj in range(bmin, bmax + 1):
+            dv, du = s * bi - c + p, s * bj - c + q
+            inb = (np.abs(du) <= radius) & (np.abs(dv) <= radius)
+            mask = np.zeros((s, s), bool)
+            mask[inb] = inside[dv[inb] + radius, du[inb] + radius]
+            if not mask.any():
+                continue
+            offsets.append((bi - bmin, bj - bmin))
+            m, u, v = mask.astype(np.float64), du.astype(np.float64), dv.astype(np.float64)
+            rows[0] += [m, m * u, m * v, m * u * u, m * u * v, m * v * v]
+            rows[1] += [m, m * u, m * v]
+            rows[2] += [m]
+    weights = tuple(np.stack([x.ravel() for x in r]).astype(np.float32) for r in rows)
+    return c, bmin, bmax - bmin, tuple(offsets), weights
+
+
+def _integral_moment_sums(t: _Terrain, half_w: np.ndarray, stride: int) -> np.ndarray:
+    """`_moment_sums` by integral images: every source once at full resolution.
+
+    The moments are summed in grid coordinates x, y from the grid's centre, then shifted to
+    each evaluated cell. Each source is written as float32 into one zero-bordered buffer (x, y
+    and their products are exact there: half-integers below 2^11) and summed by cv2.integral
+    in float64; the disc is cut into horizontal bands of equal half width, each a rectangle
+    read at the lattice only: O(m H W) + O(m * bands * h * w).
+    """
+    z, valid = t.z, t.valid
+    h, w = z.shape
     radius = len(half_w) // 2
     out_h, out_w = -(-h // stride), -(-w // stride)
     rs, cs = stride * out_h, stride * out_w
-    out = np.zeros((m, out_h, out_w))
-    for k in range(m):
-        padded = cv2.copyMakeBorder(np.ascontiguousarray(src[k]), radius, radius + stride,
-                                    radius, radius + stride, cv2.BORDER_CONSTANT, value=0.0)
-        integral = cv2.integral(padded, sdepth=cv2.CV_64F)       # (H + 2R + s + 1, ...)
-        for top, bottom, hw in _disc_bands(half_w):
+    v = valid.astype(np.float32)
+    xg = (np.arange(w, dtype=np.float32) - np.float32(0.5 * (w - 1)))[None, :]
+    yg = (np.arange(h, dtype=np.float32) - np.float32(0.5 * (h - 1)))[:, None]
+    factors = [(v,), (v, xg), (v, yg), (v, xg * xg), (v, xg, yg), (v, yg * yg),
+               (z,), (z, xg), (z, yg)]
+    if t.sig is not None:
+        factors.append((t.sig, t.sig))
+    bands = _disc_bands(half_w)
+    out = np.zeros((len(factors), out_h, out_w))
+
+    buf = np.zeros((h + 2 * radius + stride, w + 2 * radius + stride), np.float32)
+    inner = buf[radius:radius + h, radius:radius + w]
+    for k, fs in enumerate(factors):
+        if len(fs) == 1:
+            inner[...] = fs[0]
+        else:
+            np.multiply(fs[0], fs[1], out=inner)
+            for f in fs[2:]:
+                np.multiply(inner, f, out=inner)
+        integral = cv2.integral(buf, sdepth=cv2.CV_64F)         # (H + 2R + s + 1, ...)
+        acc = out[k]
+        for top, bottom, hw in bands:
             # padded row of lattice row i and row offset di (0..2R) is i + di
             rows_t, rows_b = integral[top:top + rs:stride], integral[bottom:bottom + rs:stride]
             left, right = radius - hw, radius + hw + 1
-            out[k] += (rows_b[:, right:right + cs:stride] - rows_b[:, left:left + cs:stride]
-                       - rows_t[:, right:right + cs:stride] + rows_t[:, left:left + cs:stride])
-    return out
+            acc += rows_b[:, right:right + cs:stride]
+            acc -= rows_b[:, left:left + cs:stride]
+            acc -= rows_t[:, right:right + cs:stride]
+            acc += rows_t[:, left:left + cs:stride]
+    s1, sx, sy, sxx, sxy, syy, sz, szx, szy = out[:9]
+    xp = (np.arange(0, w, stride) - 0.5 * (w - 1))[None, :]  # lattice coordinates, as sources
+    yp = (np.arange(0, h, stride) - 0.5 * (h - 1))[:, None]
+    local = [s1, sx - xp * s1, sy - yp * s1, sxx - 2 * xp * sx + xp * xp * s1,
+             sxy - xp * sy - yp * sx + xp * yp * s1, syy - 2 * yp * sy + yp * yp * s1,
+             sz, szx - xp * sz, szy - yp * sz]
+    return np.stack(local + list(out[9:]))
 
 
 def _disc_bands(half_w: np.ndarray) -> list[tuple[int, int, int]]:
@@ -575,92 +766,84 @@ def _disc_bands(half_w: np.ndarray) -> list[tuple[int, int, int]]:
     return bands
 
 
-def _disc_rectangles(half_w: np.ndarray) -> list[tuple[int, int]]:
-    """(half width, half height) rectangles whose union is the disc: its staircase corners."""
-    radius = len(half_w) // 2
-    hw = half_w[radius:]                                   # row offsets 0..R
-    return [(int(hw[i]), i) for i in range(radius + 1) if i == radius or hw[i] > hw[i + 1]]
-
-
-def _disc_extreme(src: np.ndarray, corners: list[tuple[int, int]], stride: int,
-                  maximum: bool) -> np.ndarray:
-    """Disc max (or min) of a float32 grid at every stride-th cell; outside the grid ignored.
-
-    The disc is a union of rectangles, so its max is the max of rectangle dilations, each two
-    1-D passes (rows, then columns at the lattice columns only).
-    """
-    op, pick = (cv2.dilate, np.maximum) if maximum else (cv2.erode, np.minimum)
-    out = None
-    for hw, hh in corners:
-        t = op(src, np.ones((1, 2 * hw + 1), np.uint8))[:, ::stride]
-        t = op(np.ascontiguousarray(t), np.ones((2 * hh + 1, 1), np.uint8))[::stride]
-        out = t if out is None else pick(out, t)
-    return out.astype(np.float64)
-
-
-def _disc_tiles(inside: np.ndarray) -> tuple[list, list]:
-    """3x3 tiles over the disc: (cover, inner) lists of (i0, i1, j0, j1) offsets, inclusive.
+def _disc_tiles(inside: np.ndarray, n: int = 3) -> tuple[list, list]:
+    """n x n tiles over the disc: (cover, inner) lists of (i0, i1, j0, j1) offsets, inclusive.
 
     Cover tiles together hold every disc cell (they may reach beyond the disc: fine for upper
-    bounds); inner tiles are shrunk towards the centre until every cell is in the disc (fine
-    for lower bounds).
+    bounds); inner tiles are cover tiles with their far sides pulled in until every cell is
+    in the disc (fine for lower bounds).
     """
     radius = inside.shape[0] // 2
-    t = -(-(2 * radius + 1) // 3)
+    t = -(-(2 * radius + 1) // n)
     t += 1 - t % 2                                         # odd side, centred tiles
     half = t // 2
     cover, inner = [], []
-    for oi in (-t, 0, t):
-        for oj in (-t, 0, t):
+    steps = [t * k for k in range(-(n // 2), n // 2 + 1)]
+    for oi in steps:
+        for oj in steps:
             i0, i1, j0, j1 = oi - half, oi + half, oj - half, oj + half
             if not inside[max(i0, -radius) + radius:min(i1, radius) + radius + 1,
                           max(j0, -radius) + radius:min(j1, radius) + radius + 1].any():
                 continue
             cover.append((i0, i1, j0, j1))
-            while True:                                    # shrink the far sides to fit
-                i0, i1 = max(i0, -radius), min(i1, radius)
-                j0, j1 = max(j0, -radius), min(j1, radius)
-                if i0 > i1 or j0 > j1:
-                    break
+            i0, i1 = max(i0, -radius), min(i1, radius)
+            j0, j1 = max(j0, -radius), min(j1, radius)
+            while i0 <= i1 and j0 <= j1:
                 if inside[i0 + radius:i1 + radius + 1, j0 + radius:j1 + radius + 1].all():
                     inner.append((i0, i1, j0, j1))
                     break
-                i0, i1 = i0 + (oi > 0), i1 - (oi < 0)
-                j0, j1 = j0 + (oj > 0), j1 - (oj < 0)
+                i0, i1 = i0 + (oi < 0), i1 - (oi > 0)
+                j0, j1 = j0 + (oj < 0), j1 - (oj > 0)
                 if oi == 0 and oj == 0:
                     i0, i1, j0, j1 = i0 + 1, i1 - 1, j0 + 1, j1 - 1
     return cover, inner
 
 
-def _tile_bound(zfill: tuple[np.ndarray, np.ndarray], tiles: list, stride: int,
-                a: np.ndarray, b: np.ndarray, c: np.ndarray, upper: bool) -> np.ndarray:
-    """Upper (cover tiles) or lower (inner tiles) bound of max |residual| at the lattice.
+def _tile_extremes(src: np.ndarray, tiles: list, stride: int, shape: tuple[int, int],
+                   maximum: bool) -> np.ndarray:
+    """Max (or min) of src over each tile of offsets at every stride-th cell: (n_tiles, h, w).
+
+    src: float32 with invalid cells at -3e38 (max) / +3e38 (min); outside the grid likewise.
+    Separable: a row filter of the tile's width at full resolution (once per width), read at
+    the lattice columns of the tile's left edge, then a column filter of its height on that
+    thin array, read at the lattice rows of its top edge.
+    """
+    op, fill = (cv2.dilate, -_BIG) if maximum else (cv2.erode, _BIG)
+    out_h, out_w = shape
+    pad = max(max(abs(x) for x in tile) for tile in tiles) + 1
+    padded = cv2.copyMakeBorder(src, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=float(fill))
+    rows_f: dict[int, np.ndarray] = {}                 # per width: row filter
+    cols_f: dict[tuple[int, int, int], np.ndarray] = {}  # per (width, left, height)
+    out = np.empty((len(tiles), out_h, out_w), np.float32)
+    for k, (i0, i1, j0, j1) in enumerate(tiles):
+        kw, kh = j1 - j0 + 1, i1 - i0 + 1
+        if kw not in rows_f:
+            rows_f[kw] = op(padded, np.ones((1, kw), np.uint8), anchor=(0, 0),
+                            borderType=cv2.BORDER_CONSTANT, borderValue=float(fill))
+        if (kw, j0, kh) not in cols_f:
+            cols = np.ascontiguousarray(rows_f[kw][:, pad + j0:pad + j0 + stride * out_w:stride])
+            cols_f[kw, j0, kh] = op(cols, np.ones((kh, 1), np.uint8), anchor=(0, 0),
+                                    borderType=cv2.BORDER_CONSTANT, borderValue=float(fill))
+        out[k] = cols_f[kw, j0, kh][pad + i0:pad + i0 + stride * out_h:stride]
+    return out
+
+
+def _tile_bounds(zmax: np.ndarray, zmin: np.ndarray, tiles: list, a: np.ndarray,
+                 b: np.ndarray, c: np.ndarray, upper: bool) -> np.ndarray:
+    """Upper (cover tiles) or lower (inner tiles) bound of max |residual| over each tile at
+    the lattice: (n_tiles, h, w).
 
     On a rectangle of offsets with centre o and half sides (hi, hj), g . d lies within
-    g . o +- (|c| hi + |b| hj), and max z / min z come from rectangle max / min filters.
-    zfill: z with invalid cells -inf (for the max) and +inf (for the min).
+    g . o +- (|c| hi + |b| hj); zmax, zmin: (n_tiles, h, w) max / min of z over each tile
+    (`_tile_extremes`).
     """
-    out_h, out_w = a.shape
-    pad = max(max(abs(x) for x in tile) for tile in tiles) + 1
-    best = np.full(a.shape, -np.inf)
-    for i0, i1, j0, j1 in tiles:
-        kern = np.ones((i1 - i0 + 1, j1 - j0 + 1), np.uint8)
-        ext = []
-        for src, op, fill in ((zfill[0], cv2.dilate, -np.inf), (zfill[1], cv2.erode, np.inf)):
-            padded = np.pad(src, pad, constant_values=fill)
-            m = op(padded, kern, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT,
-                   borderValue=fill)
-            r0, c0 = pad + i0, pad + j0
-            ext.append(m[r0:r0 + stride * out_h:stride, c0:c0 + stride * out_w:stride])
-        gd = b * (0.5 * (j0 + j1)) + c * (0.5 * (i0 + i1))
-        spread = np.abs(c) * (0.5 * (i1 - i0)) + np.abs(b) * (0.5 * (j1 - j0))
-        sign = 1.0 if upper else -1.0
-        pos = ext[0] - a - gd + sign * spread              # bound of max (z - plane)
-        neg = a + gd - ext[1] + sign * spread              # bound of max (plane - z)
-        best = np.maximum(best, np.maximum(pos, neg))
-    if upper:
-        return best
-    return np.where(np.isfinite(best), np.maximum(best, 0.0), 0.0)
+    t = np.array(tiles, np.float64)[:, :, None, None]               # (n, 4, 1, 1)
+    i0, i1, j0, j1 = t[:, 0], t[:, 1], t[:, 2], t[:, 3]
+    plane = a + b * (0.5 * (j0 + j1)) + c * (0.5 * (i0 + i1))        # (n, h, w) at centres
+    spread = np.abs(c) * (0.5 * (i1 - i0)) + np.abs(b) * (0.5 * (j1 - j0))
+    if not upper:
+        spread = -spread
+    return np.maximum(zmax - plane, plane - zmin) + spread
 
 
 def _exact_roughness(t: _Terrain, rows: np.ndarray, cols: np.ndarray, a: np.ndarray,
@@ -670,30 +853,11 @@ def _exact_roughness(t: _Terrain, rows: np.ndarray, cols: np.ndarray, a: np.ndar
     rows, cols: (n,) DEM cell indices; a [m], b, c [m / cell]: their planes, (n,) each.
     Returns two (n,) float32 arrays.
     """
-    inside = t.inside
-    radius = inside.shape[0] // 2
-    zpad = np.pad(np.where(t.valid, t.z, np.nan).astype(np.float32), radius,
-                  constant_values=np.nan)
-    wp = zpad.shape[1]
-    off_i, off_j = np.nonzero(inside)
-    off_flat = off_i * wp + off_j                          # (K,) in the padded grid
-    u = (off_j - radius).astype(np.float32)[:, None]       # (K, 1) column offset [cells]
-    v = (off_i - radius).astype(np.float32)[:, None]
-    base = np.asarray(rows) * wp + np.asarray(cols)        # padded index of disc corner
-    a_, b_, c_ = (np.asarray(x, np.float32) for x in (a, b, c))
-    zflat = zpad.ravel()
-    sflat = None
-    if t.sig is not None and t.k > 0:
-        sflat = np.pad(np.where(t.valid, t.sig, np.nan).astype(np.float32), radius,
-                       constant_values=np.nan).ravel() * np.float32(t.k)
-    rough = np.empty(len(base), np.float32)
-    stat = np.empty(len(base), np.float32)
-    step = max(1, _CHUNK_ELEMENTS // len(off_flat))
-    for s0 in range(0, len(base), step):
-        idx = off_flat[:, None] + base[None, s0:s0 + step]              # (K, n)
-        res = np.abs(zflat[idx] - (a_[s0:s0 + step] + u * b_[s0:s0 + step]
-                                   + v * c_[s0:s0 + step]))
-        rough[s0:s0 + step] = np.fmax.reduce(res, axis=0)
-        stat[s0:s0 + step] = (rough[s0:s0 + step] if sflat is None
-                              else np.fmax.reduce(res + sflat[idx], axis=0))
+    samples = _DiscSamples.of(t)
+    rough = np.empty(len(rows), np.float32)
+    stat = np.empty(len(rows), np.float32)
+    for s0 in range(0, len(rows), samples.step):
+        part = slice(s0, s0 + samples.step)
+        zs, ss = samples.gather(rows[part], cols[part])
+        rough[part], stat[part] = samples.roughness(zs, ss, a[part], b[part], c[part])
     return rough, stat

@@ -40,23 +40,30 @@ def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
     footprint) - clearance_weight * footprint * divert / divert_max_m; the highest wins.
     """
     target = np.asarray(target_xy_m, np.float64).reshape(2)
-    safe = np.pad((layers.hazard == HAZARD_SAFE).astype(np.uint8), 1)      # border: unknown
+    safe = layers.hazard == HAZARD_SAFE
+    if not safe.any():
+        return None
+    safe = np.pad(safe.view(np.uint8), 1)                                   # border: unknown
     dist_cells = cv2.distanceTransform(safe, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-    clearance = dist_cells.astype(np.float64) * layers.grid.cell_m
-    rows, cols = np.mgrid[0:layers.hazard.shape[0], 0:layers.hazard.shape[1]]
-    x, y = layers.grid.cell_centre(rows, cols)
-    divert = np.hypot(x - target[0], y - target[1])
     # on a strided lattice, every point within footprint/2 of the site must lie within half a
     # lattice diagonal of a safe lattice cell: ask for that much more clearance
     lattice_m = layers.grid.cell_m / math.sqrt(2) if layers.stride > 1 else 0.0
+    need_cells = (cfg.footprint_m / 2 + lattice_m) / layers.grid.cell_m * (1 - 1e-6)
+    rows, cols = np.nonzero(dist_cells > need_cells)    # candidates, row-major as argmax scans
+    if not len(rows):
+        return None
+    clearance = dist_cells[rows, cols].astype(np.float64) * layers.grid.cell_m
+    x, y = layers.grid.cell_centre(rows, cols)
+    divert = np.hypot(x - target[0], y - target[1])
     ok = (clearance > cfg.footprint_m / 2 + lattice_m) & (divert <= cfg.divert_max_m)
     if not ok.any():
         return None
     scale = cfg.clearance_weight * cfg.footprint_m / max(cfg.divert_max_m, layers.grid.cell_m)
     score = np.where(ok, np.minimum(clearance, cfg.footprint_m) - scale * divert, -np.inf)
-    i, j = np.unravel_index(int(np.argmax(score)), score.shape)
-    return SafeSite(np.array([x[i, j], y[i, j]]), float(layers.height_m[i, j]),
-                    float(clearance[i, j]), float(score[i, j]))
+    k = int(np.argmax(score))
+    i, j = rows[k], cols[k]
+    return SafeSite(np.array([x[k], y[k]]), float(layers.height_m[i, j]),
+                    float(clearance[k]), float(score[k]))
 
 
 @dataclass(frozen=True)
