@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from l3d_ros.runtime import keep_freed_memory
+
 # name -> (module, one-line help)
 COMMANDS = {
     'demo': ('l3d_sim.demo', 'closed-loop lunar landing on the built-in simulator over ROS 2'),
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
+    keep_freed_memory()             # steady per-frame latency (see l3d_ros.runtime)
     if name not in COMMANDS:
         print(f'l3d: unknown command {name!r}; expected one of {", ".join(COMMANDS)}',
               file=sys.stderr)

@@ -80,35 +80,46 @@ class DemFusion:
                              f'{np.shape(sigma_m)}: expected (..., 3) and (...)')
         pts = np.asarray(points_map, np.float32).reshape(-1, 3)
         sig = np.asarray(sigma_m, np.float32).reshape(-1)
-        with np.errstate(invalid='ignore'):
-            good = np.isfinite(pts[:, 0] + pts[:, 1] + pts[:, 2] + sig) & (sig > 0)
-        pts, sig = pts[good], sig[good]
+        x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
         self.last_cells = None
-        if len(pts) == 0:
+        with np.errstate(invalid='ignore'):
+            good = np.isfinite(x + y + z + sig) & (sig > 0)
+        n_good = int(np.count_nonzero(good))
+        if n_good == 0:
             return
-        if self.grid is None:
-            self._centre = (float(np.median(pts[:, 0])), float(np.median(pts[:, 1])))
+        if self.grid is None:            # centre: median of the valid points (of every 16th)
+            step = 16 if np.count_nonzero(good[::16]) else 1
+            g = good[::step]
+            self._centre = (float(np.median(x[::step][g])), float(np.median(y[::step][g])))
             self._set_grid(self._centre)
         (ox, oy), c = self.grid.origin_xy_m, self.grid.cell_m
         inv_c = np.float32(1.0 / c)
-        col = np.floor((pts[:, 0] - np.float32(ox)) * inv_c).astype(np.int64)
-        row = np.floor((pts[:, 1] - np.float32(oy)) * inv_c).astype(np.int64)
-        inside = (row >= 0) & (row < self.n_cells) & (col >= 0) & (col < self.n_cells)
-        self.dropped += int(len(row) - np.count_nonzero(inside))
-        if not inside.all():
-            row, col, pts, sig = row[inside], col[inside], pts[inside], sig[inside]
-        if len(row) == 0:
+        # masks by arithmetic, not compression: invalid pixels are scattered over the image
+        col = np.floor((x - np.float32(ox)) * inv_c)
+        row = np.floor((y - np.float32(oy)) * inv_c)
+        with np.errstate(invalid='ignore'):
+            inside = good & (row >= 0) & (row < self.n_cells) & (col >= 0) & (col < self.n_cells)
+        n_in = int(np.count_nonzero(inside))
+        self.dropped += n_good - n_in
+        if n_in == 0:
             return
-        r0, r1, c0, c1 = row.min(), row.max() + 1, col.min(), col.max() + 1
+        keep = inside.astype(np.float32)
+        with np.errstate(divide='ignore', invalid='ignore'):
+            nan_out = np.float32(0) / keep                     # 0 inside, NaN elsewhere
+        row += nan_out
+        col += nan_out
+        r0, r1 = int(np.fmin.reduce(row)), int(np.fmax.reduce(row)) + 1
+        c0, c1 = int(np.fmin.reduce(col)), int(np.fmax.reduce(col)) + 1
         size = (r1 - r0) * (c1 - c0)
-        flat = (row - r0) * (c1 - c0) + (col - c0)
-        w = 1.0 / sig.astype(np.float64) ** 2
-        # one bincount for both sums: indices [0, size) carry w, [size, 2 size) carry w z
-        sums = np.bincount(np.concatenate([flat, flat + size]),
-                           np.concatenate([w, w * pts[:, 2]]), 2 * size)
-        self._sum_w[r0:r1, c0:c1] += sums[:size].reshape(r1 - r0, c1 - c0)
-        self._sum_wz[r0:r1, c0:c1] += sums[size:].reshape(r1 - r0, c1 - c0)
-        self.last_cells = (int(r0), int(r1), int(c0), int(c1))
+        flat = np.fmax((row - r0) * (c1 - c0) + (col - c0), 0).astype(np.int64)  # NaN -> 0
+        # weight 1 / sigma^2 inside, 0 elsewhere (sigma and z made finite first)
+        sig_f = np.fmin(np.fmax(sig, np.float32(1e-12)), np.float32(1e12)).astype(np.float64)
+        w = keep / np.square(sig_f)
+        wz = w * np.fmin(np.fmax(z, np.float32(-1e12)), np.float32(1e12))
+        shape = (r1 - r0, c1 - c0)
+        self._sum_w[r0:r1, c0:c1] += np.bincount(flat, w, size).reshape(shape)
+        self._sum_wz[r0:r1, c0:c1] += np.bincount(flat, wz, size).reshape(shape)
+        self.last_cells = (r0, r1, c0, c1)
 
     def dem(self, cells: tuple[int, int, int, int] | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
@@ -120,9 +131,9 @@ class DemFusion:
         r0, c0 = max(r0, 0), max(c0, 0)
         r1, c1 = min(r1, self.n_cells), min(c1, self.n_cells)
         sw, swz = self._sum_w[r0:r1, c0:c1], self._sum_wz[r0:r1, c0:c1]
-        with np.errstate(divide='ignore', invalid='ignore'):
-            height = np.where(sw > 0, swz / sw, np.nan).astype(np.float32)
-            sigma = np.where(sw > 0, 1.0 / np.sqrt(sw), np.nan).astype(np.float32)
+        with np.errstate(divide='ignore', invalid='ignore'):   # 0 / 0 -> NaN where no point
+            height = (swz / sw).astype(np.float32)
+            sigma = (np.sqrt(sw) / sw).astype(np.float32)      # 1 / sqrt(sw)
         return height, sigma
 
     def sub_grid(self, cells: tuple[int, int, int, int]) -> GridGeometry:

@@ -22,9 +22,10 @@ How it stays exact and fast:
   `roughness_m` is exact where it was computed and the upper bound D + |g| R_max elsewhere, so
   it is never below the true value (occupancy grading stays conservative).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 import math
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -64,16 +65,38 @@ class GridGeometry:
 
 @dataclass(frozen=True)
 class HazardLayers:
-    """Hazard of every evaluated cell; all arrays (H, W) on `grid`."""
+    """Hazard of every evaluated cell; all arrays (H, W) on `grid`.
 
-    slope_deg: np.ndarray       # float32 tilt of the disc's plane, NaN where unknown
-    roughness_m: np.ndarray     # float32 max |residual| to that plane (exact, or an upper bound)
+    hazard, margin and coverage are computed with the layers; slope_deg, roughness_m and
+    height_m (which the per-frame outputs do not need) on first access.
+    """
+
     hazard: np.ndarray          # uint8 0 safe, 1 hazard, 255 unknown
-    coverage: np.ndarray        # float32 fraction of the disc's cells holding terrain
     margin: np.ndarray          # float32 max(slope/limit, roughness/limit) incl. sigma margins
-    height_m: np.ndarray        # float32 height of the disc's plane at the cell centre [m]
+    coverage: np.ndarray        # float32 fraction of the disc's cells holding terrain
     grid: GridGeometry
-    stride: int = 1             # DEM cells between evaluated cells (grid.cell_m = stride * DEM)
+    stride: int                 # DEM cells between evaluated cells (grid.cell_m = stride * DEM)
+    detail: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        repr=False, compare=False)  # -> (slope_deg, roughness_m, height_m)
+
+    @cached_property
+    def _detail(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.detail()
+
+    @property
+    def slope_deg(self) -> np.ndarray:
+        """float32 tilt of the disc's plane [deg], NaN where unknown."""
+        return self._detail[0]
+
+    @property
+    def roughness_m(self) -> np.ndarray:
+        """float32 max |residual| to that plane [m] (exact, or an upper bound), NaN unknown."""
+        return self._detail[1]
+
+    @property
+    def height_m(self) -> np.ndarray:
+        """float32 height of the disc's plane at the cell centre [m], NaN where unknown."""
+        return self._detail[2]
 
 
 def disc_offsets(footprint_m: float, cell_m: float) -> tuple[int, np.ndarray]:
@@ -97,6 +120,45 @@ def auto_stride(shape: tuple[int, int], cell_m: float, footprint_m: float,
     need = max(1, math.ceil(max(shape) / max_cells))
     cap = max(1, int(math.floor(footprint_m / 4 / cell_m + 1e-9)))
     return int(min(need, cap))
+
+
+def unknown_layers(grid: GridGeometry) -> HazardLayers:
+    """Layers on `grid` with every cell unknown (nothing there can be judged)."""
+    def nan():
+        return np.full(grid.shape, np.nan, np.float32)
+
+    return HazardLayers(np.full(grid.shape, HAZARD_UNKNOWN, np.uint8), nan(),
+                        np.zeros(grid.shape, np.float32), grid, 1, lambda: (nan(), nan(), nan()))
+
+
+def judgeable_window(valid: np.ndarray, cell_m: float, footprint_m: float
+                     ) -> tuple[int, int, int, int] | None:
+    """(row0, row1, col0, col1) of a (H, W) grid outside which no cell can be judged.
+
+    A cell is judged only when COVERAGE_MIN of its disc holds terrain; its disc lies in the
+    (2R+1)^2 square around it, so cells whose square holds fewer valid cells than that are
+    unknown whatever the heights. The window is the bounding box of the other cells, grown
+    by the disc radius (their discs' terrain) and by the largest auto_stride (the refine's
+    interpolation reach), clipped to the grid; None when no cell can be judged. Evaluating
+    the window instead of the grid changes no judgeable cell: at high altitude the DEM has
+    scattered holes and stray stereo points that stretch its bounding box.
+    """
+    radius, inside = disc_offsets(footprint_m, cell_m)
+    need = math.ceil(COVERAGE_MIN * int(inside.sum()) - 1e-9)
+    h, w = valid.shape
+    side = 2 * radius + 1
+    padded = cv2.copyMakeBorder(valid.view(np.uint8), radius, radius, radius, radius,
+                                cv2.BORDER_CONSTANT, value=0)
+    integral = cv2.integral(padded, sdepth=cv2.CV_32S)
+    square = (integral[side:, side:] - integral[:-side, side:] - integral[side:, :-side]
+              + integral[:-side, :-side])                          # (H, W) valid per square
+    cand = square >= need
+    rows, cols = np.flatnonzero(cand.any(axis=1)), np.flatnonzero(cand.any(axis=0))
+    if not len(rows):
+        return None
+    grow = radius + max(1, int(math.floor(footprint_m / 4 / cell_m + 1e-9)))
+    return (max(int(rows[0]) - grow, 0), min(int(rows[-1]) + 1 + grow, h),
+            max(int(cols[0]) - grow, 0), min(int(cols[-1]) + 1 + grow, w))
 
 
 def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
@@ -160,8 +222,9 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
     def kn(v):
         return np.where(known, v, np.nan).astype(np.float32)
 
-    return HazardLayers(kn(_slope_deg(lat, cell_m)), kn(lat.rough), hazard, lat.coverage,
-                        kn(_margin(lat, cfg.roughness_max_m)), kn(lat.a + t.ref_m), grid, stride)
+    return HazardLayers(hazard, kn(_margin(lat, cfg.roughness_max_m)), lat.coverage, grid,
+                        stride, lambda: (kn(_slope_deg(lat, cell_m)), kn(lat.rough),
+                                         kn(lat.a + t.ref_m)))
 
 
 _BIG = np.float32(3e38)        # stands for +-inf where a finite fill keeps arithmetic cheap
@@ -186,23 +249,30 @@ class _Terrain:
     k: float                    # sigma margin (0 without sigma)
 
     @staticmethod
-    def build(dem: np.ndarray, cell_m: float, cfg: HazardConfig,
-              sigma_m: np.ndarray | None) -> '_Terrain':
+    def build(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarray | None,
+              shape: tuple[int, int] | None = None) -> '_Terrain':
+        """shape: pad the DEM with invalid cells at the high ends to this (H, W)."""
         dem = np.asarray(dem, np.float32)
-        valid = np.isfinite(dem)
+        h, w = dem.shape
+        shape = dem.shape if shape is None else shape
+        valid = np.zeros(shape, bool)
+        v = valid[:h, :w]
+        np.isfinite(dem, out=v)
         sig = None
         if sigma_m is not None:
-            sig = np.asarray(sigma_m, np.float32)
+            sig_in = np.asarray(sigma_m, np.float32)
             with np.errstate(invalid='ignore'):
-                valid &= np.isfinite(sig) & (sig >= 0)
+                v &= (sig_in >= 0) & (sig_in < np.inf)
         vf = valid.astype(np.float32)
-        n = int(np.count_nonzero(valid))
-        z = _finite(dem) * vf
+        n = int(np.count_nonzero(v))
+        z = np.zeros(shape, np.float32)
+        np.multiply(_finite(dem), vf[:h, :w], out=z[:h, :w])
         ref_m = float(np.sum(z, dtype=np.float64) / n) if n else 0.0
         z -= np.float32(ref_m)
         z *= vf
-        if sig is not None:
-            sig = _finite(sig) * vf
+        if sigma_m is not None:
+            sig = np.zeros(shape, np.float32)
+            np.multiply(_finite(sig_in), vf[:h, :w], out=sig[:h, :w])
         _, inside = disc_offsets(cfg.footprint_m, cell_m)
         k = cfg.sigma_margin if sig is not None else 0.0
         return _Terrain(z, valid, vf, sig, ref_m, cell_m, cfg, inside, k)
@@ -333,8 +403,12 @@ def _lattice(t: _Terrain, stride: int, exact_roughness: bool) -> _Eval:
     per_tile = _tile_bounds(zmax[:n], zmin[:n], cover, a, b, cc, True)
     rough_hi = np.minimum(np.max(per_tile, axis=0), np.maximum(
         np.max(zmax[:n], axis=0) - a, a - np.min(zmin[:n], axis=0)) + grad_cells * r_max)
+    unresolved, limit_rock, noise_m = _noise(t, s1, var_mean, shape)
+    unresolved &= ok
     stat_hi = rough_hi
-    if sig is not None:          # per tile: its residual bound + k * its largest sigma
+    if sig is not None and not (ok & ~unresolved).any():   # the statistic decides nowhere:
+        stat_hi = rough_hi + t.k * float(np.max(sig))       # a loose bound is enough
+    elif sig is not None:        # per tile: its residual bound + k * its largest sigma
         sig_max = np.maximum(_tile_extremes(sig - _BIG * (np.float32(1) - t.vf), cover,
                                             stride, shape, True), np.float32(0))
         stat_hi = np.minimum(rough_hi + t.k * np.max(sig_max, axis=0),
@@ -343,8 +417,6 @@ def _lattice(t: _Terrain, stride: int, exact_roughness: bool) -> _Eval:
     rough_lo = np.maximum(np.max(per_tile, axis=0), np.maximum(
         np.max(zmax[n:], axis=0) - a, a - np.min(zmin[n:], axis=0)) - grad_cells * r_max)
     rough_lo = np.maximum(rough_lo, 0.0)
-    unresolved, limit_rock, noise_m = _noise(t, s1, var_mean, shape)
-    unresolved &= ok
     eps = 1e-4 + 1e-6 * float(np.max(np.abs(z)))           # float32 rounding of the residuals
     label, undecided = _decide(ok, slope_haz, unresolved, limit_rock, limit, rough_lo,
                                rough_hi, stat_hi, eps)
@@ -367,8 +439,8 @@ def _lattice(t: _Terrain, stride: int, exact_roughness: bool) -> _Eval:
 
 REFINE_BAND = (0.93, 1.08)   # interpolated scores inside this band are evaluated exactly
 # label of a refined cell by code = 4 known + 2 (score > 1) + unresolved
-_REFINE_LABELS = np.array([HAZARD_UNKNOWN] * 4 + [HAZARD_SAFE, HAZARD_UNKNOWN]
-                          + [HAZARD_HAZARD] * 2, np.uint8)
+_REFINE_LABELS = np.full(256, HAZARD_UNKNOWN, np.uint8)                # a cv2.LUT table
+_REFINE_LABELS[[4, 6, 7]] = HAZARD_SAFE, HAZARD_HAZARD, HAZARD_HAZARD
 
 
 def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarray | None,
@@ -396,13 +468,7 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
     h, w = dem.shape
     nh, nw = -(-(h - 1) // stride) + 1, -(-(w - 1) // stride) + 1        # lattice rows, cols
     hp, wp = (nh - 1) * stride + 1, (nw - 1) * stride + 1                # padded DEM
-    dem_p = np.full((hp, wp), np.nan, np.float32)
-    dem_p[:h, :w] = dem
-    sig_p = None
-    if sigma_m is not None:
-        sig_p = np.full((hp, wp), np.nan, np.float32)
-        sig_p[:h, :w] = sigma_m
-    t = _Terrain.build(dem_p, cell_m, cfg, sig_p)
+    t = _Terrain.build(dem, cell_m, cfg, sigma_m, (hp, wp))
     grid = GridGeometry(tuple(map(float, origin_xy_m)), cell_m, (h, w))
     lat = _lattice(t, stride, False)
     lab = lat.label
@@ -437,18 +503,17 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
     score_res = up(_margin(lat, limit)) * inv
     score_unres = up(np.maximum(lat.slope_ratio, lat.rough / lat.limit_rock)) * inv
     unres = up(lat.noise_m / limit) * inv > 1.0
-    slope_f, rough_f, height_f = (up(v) * inv for v in (_slope_deg(lat, cell_m), lat.rough,
-                                                        lat.a + t.ref_m))
     known = (coverage >= COVERAGE_MIN) & (weight > 0) & t.valid[:h, :w]
     score = score_res + unres * (score_unres - score_res)     # the score of the cell's regime
     # label by table lookup on (known, score > 1, unresolved): scattered masks are slow
     code = (known.view(np.uint8) << 2) | ((score > 1.0).view(np.uint8) << 1) | unres.view(
         np.uint8)
-    hazard = _REFINE_LABELS[code]
+    hazard = cv2.LUT(code, _REFINE_LABELS)
     # mixed blocks (a label change within one lattice step): cells that could wrongly be safe
     # are evaluated exactly, and close calls that could turn safe
     mixed = np.zeros(lab.shape, bool)
     mixed[:-1, :-1] = edge[:-1, :-1] | edge[1:, :-1] | edge[:-1, 1:] | edge[1:, 1:]
+    exact_cells = None
     if mixed.any():
         with_safe = np.zeros(lab.shape, bool)        # a safe lattice cell among the four
         with_safe[:-1, :-1] = (safe_lat[:-1, :-1] | safe_lat[1:, :-1] | safe_lat[:-1, 1:]
@@ -468,8 +533,8 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
             ok_c, lab_c, slope_c, rough_c, margin_c, a_c = _cells(t, rows, cols)
             hazard[exact] = np.where(ok_c, lab_c, HAZARD_UNKNOWN)
             known[exact] = ok_c
-            slope_f[exact], rough_f[exact], score_res[exact], height_f[exact] = (
-                slope_c, rough_c, margin_c, a_c + np.float32(t.ref_m))
+            score_res[exact] = margin_c
+            exact_cells = (exact, slope_c, rough_c, a_c + np.float32(t.ref_m))
     lh, lw = -(-h // stride), -(-w // stride)                           # lattice cells kept
     node = lat.ok[:lh, :lw] & t.valid[:h:stride, :w:stride]
     hazard[::stride, ::stride] = np.where(node, lab[:lh, :lw], HAZARD_UNKNOWN)
@@ -478,9 +543,14 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
         one_or_nan = known.astype(np.float32)
         one_or_nan /= one_or_nan                                        # 1 known, NaN not
 
-    return HazardLayers(slope_f * one_or_nan, rough_f * one_or_nan, hazard,
-                        np.ascontiguousarray(coverage), score_res * one_or_nan,
-                        height_f * one_or_nan, grid, 1)
+    def detail():
+        fields = [up(v) * inv for v in (_slope_deg(lat, cell_m), lat.rough, lat.a + t.ref_m)]
+        if exact_cells is not None:
+            for f, v in zip(fields, exact_cells[1:]):
+                f[exact_cells[0]] = v
+        return tuple(f * one_or_nan for f in fields)
+
+    return HazardLayers(hazard, score_res * one_or_nan, coverage, grid, 1, detail)
 
 
 def _cells(t: _Terrain, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -30,6 +30,7 @@ from l3d_ros import msg as conv
 from l3d_ros.config import flatten, from_dict, NODE_NAME, StereoNodeConfig, unflatten
 from l3d_ros.health import ERROR, Health, OK, WARN
 from l3d_ros.pipeline import StereoPipeline
+from l3d_ros.runtime import keep_freed_memory
 from l3d_ros.sync import LatestSlot, StereoSynchronizer
 
 MAP_FRAME = 'map'
@@ -266,6 +267,7 @@ def output_messages(header, calib, out, cfg: StereoNodeConfig) -> dict:
 
 
 def main(args=None) -> None:
+    keep_freed_memory()
     rclpy.init(args=args)
     node = None
     try:

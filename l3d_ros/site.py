@@ -16,7 +16,7 @@ from l3d_ros.dataset import HAZARD_SAFE
 from l3d_ros.dem import DemFusion, points_sigma
 from l3d_ros.geometry import backproject, nadir_pose, StereoCalib, transform_points
 from l3d_ros.hazard import (auto_stride, hazard_from_dem, hazard_to_occupancy, HazardLayers,
-                            pixel_hazard)
+                            judgeable_window, pixel_hazard, unknown_layers)
 
 
 @dataclass(frozen=True)
@@ -131,15 +131,23 @@ def frame_hazard(result: DepthResult, calib: StereoCalib,
     else:
         grow = int(math.ceil(cfg.footprint_m / 2 / cfg.cell_m))
         r0, r1, c0, c1 = fusion.last_cells
-        cells = (r0 - grow, r1 + grow, c0 - grow, c1 + grow)
+        n = fusion.n_cells
+        cells = (max(r0 - grow, 0), min(r1 + grow, n), max(c0 - grow, 0), min(c1 + grow, n))
         dem_m, sigma_m = fusion.dem(cells)
-        refine = stride is None
-        if refine:
-            stride = auto_stride(dem_m.shape, cfg.cell_m, cfg.footprint_m)
-        layers = hazard_from_dem(dem_m, cfg.cell_m, cfg,
-                                 sigma_m=None if exact_depth else sigma_m, stride=stride,
-                                 origin_xy_m=fusion.sub_grid(cells).origin_xy_m,
-                                 refine=refine)
+        window = judgeable_window(np.isfinite(dem_m), cfg.cell_m, cfg.footprint_m)
+        if window is None:                                # too sparse to judge any cell
+            layers = unknown_layers(fusion.sub_grid(cells))
+        else:
+            wr0, wr1, wc0, wc1 = window
+            dem_m, sigma_m = dem_m[wr0:wr1, wc0:wc1], sigma_m[wr0:wr1, wc0:wc1]
+            cells = (cells[0] + wr0, cells[0] + wr1, cells[2] + wc0, cells[2] + wc1)
+            refine = stride is None
+            if refine:
+                stride = auto_stride(dem_m.shape, cfg.cell_m, cfg.footprint_m)
+            layers = hazard_from_dem(dem_m, cfg.cell_m, cfg,
+                                     sigma_m=None if exact_depth else sigma_m, stride=stride,
+                                     origin_xy_m=fusion.sub_grid(cells).origin_xy_m,
+                                     refine=refine)
     lap('hazard')
     occupancy = hazard_to_occupancy(layers)
     pix = pixel_hazard(points, layers)

@@ -42,6 +42,7 @@ from l3d_ros.backends.base import finalize
 from l3d_ros.config import load_node_config, StereoNodeConfig
 from l3d_ros.dem import DemFusion
 from l3d_ros.hazard import hazard_from_dem
+from l3d_ros.runtime import keep_freed_memory
 from l3d_ros.site import frame_hazard
 from l3d_sim import lander as dyn
 from l3d_sim.config import load_sim_config, SIM_NODE_NAME, SimConfig
@@ -362,6 +363,7 @@ class SimNode(Node):
 
 
 def main(args=None) -> None:
+    keep_freed_memory()
     rclpy.init(args=args)
     node = None
     try:

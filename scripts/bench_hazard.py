@@ -19,6 +19,7 @@ import numpy as np
 from l3d_ros.backends.base import DepthResult
 from l3d_ros.config import HazardConfig
 from l3d_ros.geometry import depth_sigma_m, StereoCalib
+from l3d_ros.runtime import keep_freed_memory
 from l3d_ros.site import frame_hazard
 
 CALIB = StereoCalib(703.0, 703.0, 255.5, 255.5, 2.0, 512, 512)
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument('--altitudes', type=float, nargs='+', default=[30.0, 50.0, 100.0, 150.0])
     args = parser.parse_args()
     cv2.setNumThreads(args.threads)
+    keep_freed_memory()                                    # as the node and `l3d` do
     cfg = HazardConfig()
     print(f'{platform.machine()} {os.cpu_count()} cpus, cv2 threads {cv2.getNumThreads()}, '
           f'{args.repeat} runs, median ms')
