@@ -22,6 +22,9 @@ from l3d_ros.node import output_messages
 from l3d_ros.pipeline import StereoPipeline
 
 STAGES = ('decode', 'normalise', 'inference', 'geometry', 'hazard', 'encode')
+# parts of the hazard stage (pipeline timings hazard_<part>); map_site: hazard map + safe site
+# of one frame, the yardstick of issue #5 (<= 20 ms median on 2 cores)
+HAZARD_PARTS = ('points', 'fusion', 'map', 'lookup', 'site', 'map_site')
 
 
 def rss_mb() -> float:
@@ -83,7 +86,9 @@ def run_backend(cfg, messages, repeat: int) -> dict:
         stage_ms['decode'].append(1e3 * (t1 - t0))
         stage_ms['encode'].append(1e3 * (t3 - t2))
         for k, v in out.timings_ms.items():
-            stage_ms[k].append(v)
+            stage_ms.setdefault(k, []).append(v)
+        stage_ms.setdefault('hazard_map_site', []).append(
+            out.timings_ms.get('hazard_map', np.nan) + out.timings_ms.get('hazard_site', np.nan))
         total_ms.append(1e3 * (t3 - t0))
     total = np.array(total_ms)
     return {
@@ -91,6 +96,7 @@ def run_backend(cfg, messages, repeat: int) -> dict:
         'model_sha256': pipeline.model_sha256,
         'frames': len(total_ms),
         'stage_ms_median': {k: float(np.median(v)) for k, v in stage_ms.items() if v},
+        'hazard_map_site_ms_max': float(np.max(stage_ms['hazard_map_site'])),
         'end_to_end_ms_median': float(np.median(total)),
         'end_to_end_ms_p95': float(np.percentile(total, 95)),
         'end_to_end_ms_p99': float(np.percentile(total, 99)),
@@ -126,11 +132,22 @@ def markdown(report: dict) -> str:
                     f'{r["throughput_hz"]:.2f} | {r["ratio_to_sgbm"]:.2f}x | ' +
                     ' | '.join(f'{st.get(s, float("nan")):.1f}' for s in STAGES) +
                     f' | {r["rss_mb_after"]:.0f} |')
+    parts = ['| backend | ' + ' | '.join(f'{p} ms' for p in HAZARD_PARTS[:-1])
+             + ' | map + site ms (median, max) |', '|' + '---|' * (len(HAZARD_PARTS) + 1)]
+    for name, r in report['backends'].items():
+        if 'error' not in r:
+            st = r['stage_ms_median']
+            parts.append(f'| {name} | ' + ' | '.join(
+                f'{st.get("hazard_" + p, float("nan")):.1f}' for p in HAZARD_PARTS[:-1])
+                + f' | {st["hazard_map_site"]:.1f}, {r["hazard_map_site_ms_max"]:.1f} |')
     m = report['machine']
     return (f'# l3d bench\n\n{report["frames"]} frames of {report["image_size"]} px, '
             f'{report["repeat"]} repeats, on {m["cpus"]} CPU(s), {m["machine"]}, '
             f'{m["processor"] or "cpu"}.\nRatios: end-to-end median over the SGBM pipeline '
-            f'measured in the same run (< 1 is faster).\n\n' + '\n'.join(rows) + '\n')
+            f'measured in the same run (< 1 is faster).\n\n' + '\n'.join(rows) + '\n\n'
+            '## Hazard stage\n\nPoints to `map`, DEM fusion, hazard map (slope, roughness, '
+            'labels), per-pixel lookup and safe site, medians per frame; map + site is the '
+            'per-frame sum.\n\n' + '\n'.join(parts) + '\n')
 
 
 def add_arguments(parser) -> None:

@@ -14,6 +14,8 @@ from l3d_ros.dem import DemFusion
 from l3d_ros.geometry import backproject, StereoCalib
 from l3d_ros.site import frame_hazard, FrameHazard
 
+HAZARD_PARTS = {'hazard': 'map'}   # frame_hazard's stage names -> hazard_<part> timings
+
 RETRY_PRIMARY_EVERY = 30   # frames on the fallback between two attempts to restore the primary
 
 
@@ -104,23 +106,28 @@ class StereoPipeline:
         t2 = time.perf_counter()
         points_cam = backproject(result.depth_m, calib)
         t3 = time.perf_counter()
-        hazard = self._hazard(result, calib, points_cam, pose, target_xy_m)
+        sub_ms: dict[str, float] = {}
+        hazard = self._hazard(result, calib, points_cam, pose, target_xy_m, sub_ms)
         t4 = time.perf_counter()
         timings = {'normalise': t1 - t0, 'inference': t2 - t1, 'geometry': t3 - t2,
                    'hazard': t4 - t3}
-        return FrameOutput(result, points_cam, hazard, left01, name,
-                           {k: 1e3 * v for k, v in timings.items()}, faults)
+        timings_ms = {k: 1e3 * v for k, v in timings.items()}
+        # the hazard stage's parts (site.frame_hazard): hazard_points, _fusion, _map, ...
+        timings_ms.update({f'hazard_{HAZARD_PARTS.get(k, k)}': v for k, v in sub_ms.items()})
+        return FrameOutput(result, points_cam, hazard, left01, name, timings_ms, faults)
 
-    def _hazard(self, result, calib, points_cam, pose, target_xy_m) -> FrameHazard:
+    def _hazard(self, result, calib, points_cam, pose, target_xy_m,
+                timings_ms: dict[str, float]) -> FrameHazard:
         if pose is None:              # no pose, no fusion: this frame alone, nadir assumed
             return frame_hazard(result, calib, None, None, self.cfg.hazard, None, target_xy_m,
-                                points_cam=points_cam)
+                                points_cam=points_cam, timings_ms=timings_ms)
         dropped = self.fusion.dropped
         hazard = frame_hazard(result, calib, pose[0], pose[1], self.cfg.hazard, self.fusion,
-                              target_xy_m, points_cam=points_cam)
+                              target_xy_m, points_cam=points_cam, timings_ms=timings_ms)
         if self.fusion.dropped - dropped > 0.5 * np.isfinite(result.depth_m).sum():
             # the view left the map (a new descent, a long divert): start a map around it
             self.reset_map()
             hazard = frame_hazard(result, calib, pose[0], pose[1], self.cfg.hazard,
-                                  self.fusion, target_xy_m, points_cam=points_cam)
+                                  self.fusion, target_xy_m, points_cam=points_cam,
+                                  timings_ms=timings_ms)
         return hazard
