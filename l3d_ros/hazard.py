@@ -795,7 +795,9 @@ def _integral_moment_sums(t: _Terrain, half_w: np.ndarray, stride: int) -> np.nd
                (z,), (z, xg), (z, yg)]
     if t.sig is not None:
         factors.append((t.sig, t.sig))
-    bands = _disc_bands(half_w)
+    widths: dict[int, list[tuple[int, int]]] = {}          # half width -> its bands' rows
+    for top, bottom, hw in _disc_bands(half_w):
+        widths.setdefault(hw, []).append((top, bottom))
     out = np.zeros((len(factors), out_h, out_w))
 
     buf = np.zeros((h + 2 * radius + stride, w + 2 * radius + stride), np.float32)
@@ -809,14 +811,14 @@ def _integral_moment_sums(t: _Terrain, half_w: np.ndarray, stride: int) -> np.nd
                 np.multiply(inner, f, out=inner)
         integral = cv2.integral(buf, sdepth=cv2.CV_64F)         # (H + 2R + s + 1, ...)
         acc = out[k]
-        for top, bottom, hw in bands:
-            # padded row of lattice row i and row offset di (0..2R) is i + di
-            rows_t, rows_b = integral[top:top + rs:stride], integral[bottom:bottom + rs:stride]
+        for hw, spans in widths.items():
+            # row sums of width 2 hw + 1 at the lattice columns, every row; then each band
+            # (padded row of lattice row i and row offset di (0..2R) is i + di)
             left, right = radius - hw, radius + hw + 1
-            acc += rows_b[:, right:right + cs:stride]
-            acc -= rows_b[:, left:left + cs:stride]
-            acc -= rows_t[:, right:right + cs:stride]
-            acc += rows_t[:, left:left + cs:stride]
+            rowsum = integral[:, right:right + cs:stride] - integral[:, left:left + cs:stride]
+            for top, bottom in spans:
+                acc += rowsum[bottom:bottom + rs:stride]
+                acc -= rowsum[top:top + rs:stride]
     s1, sx, sy, sxx, sxy, syy, sz, szx, szy = out[:9]
     xp = (np.arange(0, w, stride) - 0.5 * (w - 1))[None, :]  # lattice coordinates, as sources
     yp = (np.arange(0, h, stride) - 0.5 * (h - 1))[:, None]
