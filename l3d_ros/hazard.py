@@ -10,17 +10,25 @@ q in the disc of diameter `footprint_m` centred on p (d = q - p [m]); slope is t
 plane, roughness the largest |residual| r_pq = z_q - a - g . d of those samples to THAT plane.
 
 How it stays exact and fast:
-- Plane moments are disc sums of {1, x, y, x^2, xy, y^2, z, zx, zy} in grid coordinates, each
-  a sum of per-row box sums read from row-wise prefix sums at the evaluated cells only, then
-  shifted to p's local coordinates; the 3x3 normal equations are solved in closed form.
-- Roughness decisions use bounds first. With D = max(maxdisc z - a, a - mindisc z) (disc
-  max/min filters, a union of rectangle dilations), every |g . d| <= |g| R_max gives
-  D - |g| R_max <= max_q |r_pq| <= D + |g| R_max. A cell whose upper bound passes the limit is
-  safe, one whose lower bound fails it is hazard; only the cells in between (and only those
-  whose slope does not already decide them) get the exact maximum over all their disc samples.
-  The labels are therefore exactly those of the brute-force maximum (`exact_roughness=True`);
-  `roughness_m` is exact where it was computed and the upper bound D + |g| R_max elsewhere, so
-  it is never below the true value (occupancy grading stays conservative).
+- Plane moments are disc sums of {1, u, v, u^2, uv, v^2, z, zu, zv} (u, v: offsets from p) at
+  the evaluated cells only: on a sparse lattice (stride >= 3) by stride x stride blocks, one
+  matrix product per source giving each block's masked, weighted sums for every offset it
+  takes in a disc (`_block_moment_sums`); on dense lattices from integral images read per
+  band of the disc (`_integral_moment_sums`). The 3x3 normal equations are solved in closed
+  form.
+- Roughness decisions use bounds first. The disc is covered by 3 x 3 rectangular tiles (and
+  holds 3 x 3 shrunk ones); on a tile with centre o and half sides h, g . d lies within
+  g . o +- |g| h, and the tile's max / min of z come from separable max / min filters read at
+  the lattice. That bounds max_q |r_pq| from above (cover tiles, also per tile with its
+  largest sigma for the statistic) and below (inner tiles). A cell whose upper bound passes
+  the limit is safe, one whose lower bound fails it is hazard; only the cells in between (and
+  only those whose slope does not already decide them) get the exact maximum over all their
+  disc samples. The labels are therefore exactly those of the brute-force maximum
+  (`exact_roughness=True`); `roughness_m` is exact where it was computed and an upper bound
+  elsewhere, so it is never below the true value (occupancy grading stays conservative).
+- Large DEMs are evaluated on a lattice and refined to every cell (`_refine`).
+- Masks are applied by arithmetic (0 / 1 factors, finite +-3e38 fills), not by np.where:
+  DEM holes at high altitude are scattered, which makes masked selects ~20x slower.
 """
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -449,7 +457,9 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
 
     1. The lattice of every stride-th cell (one lattice row / column more than the DEM needs,
        so every cell lies between four lattice cells) is evaluated exactly: exact labels, and
-       exact roughness at every lattice cell next to a lattice cell of another label.
+       exact roughness at every lattice cell next to a lattice cell of another label when one
+       of the two is safe (elsewhere the roughness is an upper bound, which only moves a
+       hazard / unknown boundary towards the hazard side).
     2. Each lattice cell gets continuous scores, hazard exactly where a score exceeds 1:
        max(slope ratio, roughness statistic / limit) where noise resolves rocks, max(slope
        ratio, max |residual| / rock limit) where it does not; and the noise floor / limit and
@@ -457,6 +467,11 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
     3. Every DEM cell takes the bilinear interpolation of those fields between its four
        lattice cells (over the well-posed ones only) and applies the same thresholds; lattice
        cells keep their exact labels, a cell whose centre holds no terrain is unknown.
+    4. Between four lattice cells that do not all agree, cells are evaluated exactly where
+       the interpolation could be wrong in a way that matters: with a safe lattice cell among
+       the four, the close calls (interpolated score within REFINE_BAND); without one, every
+       cell the interpolation calls safe. Hazard / unknown patchworks (noise-limited terrain)
+       are not refined: a wrong label there is never a wrong "safe".
     Where all four lattice cells agree, a convex combination of scores on one side of 1 stays
     there: the cell inherits their label. Across a label change the scores are exact at both
     ends, so the boundary falls where the linear interpolation of the score crosses 1; it is

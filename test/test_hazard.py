@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from l3d_ros.config import HazardConfig
-from l3d_ros.hazard import auto_stride, COVERAGE_MIN, disc_offsets, hazard_from_dem
+from l3d_ros.hazard import (auto_stride, COVERAGE_MIN, disc_offsets, hazard_from_dem,
+                            judgeable_window)
 
 CFG = HazardConfig()
 
@@ -111,22 +112,68 @@ def test_sigma_margin_turns_marginal_cells_to_hazard():
     assert hazard_from_dem(flat, CFG.cell_m, CFG, sigma_m=sigma).hazard[30, 30] == 0
 
 
-def test_stride_gives_the_same_values_on_its_cells():
-    rng = np.random.default_rng(0)
+@pytest.mark.parametrize('stride', [2, 3, 4, 5])
+def test_stride_gives_the_same_values_on_its_cells(stride):
+    """Lattice values equal the stride-1 ones (integral moments below stride 3, blocks from 3)."""
+    rng = np.random.default_rng(stride)
     dem = rng.normal(0, 0.1, (50, 47)).astype(np.float32)
     dem[20:24, 30:33] = np.nan
+    dem[rng.random(dem.shape) < 0.05] = np.nan
     sigma = np.full(dem.shape, 0.02, np.float32)
     for sig in (None, sigma):
-        full = hazard_from_dem(dem, 0.2, CFG, sigma, origin_xy_m=(10.0, -4.0),
+        full = hazard_from_dem(dem, 0.2, CFG, sig, origin_xy_m=(10.0, -4.0),
                                exact_roughness=True)
-        coarse = hazard_from_dem(dem, 0.2, CFG, sigma, stride=3, origin_xy_m=(10.0, -4.0))
-        np.testing.assert_array_equal(coarse.hazard, full.hazard[::3, ::3])
-        np.testing.assert_allclose(coarse.slope_deg, full.slope_deg[::3, ::3], atol=1e-4,
-                                   equal_nan=True)
+        coarse = hazard_from_dem(dem, 0.2, CFG, sig, stride=stride, origin_xy_m=(10.0, -4.0))
+        np.testing.assert_array_equal(coarse.hazard, full.hazard[::stride, ::stride])
+        np.testing.assert_allclose(coarse.slope_deg, full.slope_deg[::stride, ::stride],
+                                   atol=1e-4, equal_nan=True)
+        np.testing.assert_allclose(coarse.height_m, full.height_m[::stride, ::stride],
+                                   atol=1e-4, equal_nan=True)
         known = coarse.hazard != 255
-        assert (coarse.roughness_m[known] >= full.roughness_m[::3, ::3][known] - 1e-5).all()
+        assert known.any()
+        assert (coarse.roughness_m[known]
+                >= full.roughness_m[::stride, ::stride][known] - 1e-5).all()
     x, y = coarse.grid.cell_centre(np.array(2), np.array(5))
-    assert (x, y) == pytest.approx(full.grid.cell_centre(np.array(6), np.array(15)))
+    assert (x, y) == pytest.approx(full.grid.cell_centre(np.array(2 * stride),
+                                                         np.array(5 * stride)))
+
+
+def test_judgeable_window_holds_every_judged_cell():
+    """Stray points far from the data stretch the DEM; cropping to the window changes nothing."""
+    rng = np.random.default_rng(3)
+    dem = np.full((160, 150), np.nan, np.float32)
+    dem[40:110, 30:100] = rng.normal(0, 0.05, (70, 70))
+    dem[rng.random(dem.shape) < 0.01] = 0.3                  # stray stereo points anywhere
+    dem[60:62, 50:52] = np.nan
+    r0, r1, c0, c1 = judgeable_window(np.isfinite(dem), CFG.cell_m, CFG.footprint_m)
+    assert r0 > 0 and c0 > 0 and r1 < 160 and c1 < 150     # the strays are cut away
+    full = hazard_from_dem(dem, CFG.cell_m, CFG)
+    part = hazard_from_dem(dem[r0:r1, c0:c1], CFG.cell_m, CFG)
+    outside = np.ones(dem.shape, bool)
+    outside[r0:r1, c0:c1] = False
+    assert (full.hazard[outside] == 255).all()
+    np.testing.assert_array_equal(part.hazard, full.hazard[r0:r1, c0:c1])
+    assert (full.hazard != 255).sum() > 1000
+    assert judgeable_window(np.zeros((50, 50), bool), CFG.cell_m, CFG.footprint_m) is None
+
+
+def test_fusion_ignores_invalid_and_outside_points():
+    from l3d_ros.dem import DemFusion
+    cfg = HazardConfig(map_size_m=10.0)
+    rng = np.random.default_rng(4)
+    pts = np.stack([rng.uniform(-4, 4, 500), rng.uniform(-4, 4, 500),
+                    rng.normal(0, 0.1, 500)], 1).astype(np.float32)
+    sig = rng.uniform(0.01, 0.1, 500).astype(np.float32)
+    clean = DemFusion(cfg, (0.0, 0.0))
+    clean.add_points(pts, sig)
+    bad_pts = np.concatenate([pts, [[np.nan, 0, 0], [0, 0, np.inf], [50, 0, 1], [1, 1, 1],
+                                    [1, 1, 1]]]).astype(np.float32)
+    bad_sig = np.concatenate([sig, [0.1, 0.1, 0.1, np.nan, -1.0]]).astype(np.float32)
+    mixed = DemFusion(cfg, (0.0, 0.0))
+    mixed.add_points(bad_pts, bad_sig)
+    assert mixed.dropped == 1 and mixed.last_cells == clean.last_cells
+    for a, b in zip(mixed.dem(), clean.dem()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, equal_nan=True)
 
 
 def test_fusing_two_noisy_frames_lowers_sigma_and_error():
