@@ -95,6 +95,7 @@ class OnnxStudentBackend:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
         self.session = ort.InferenceSession(onnx_path.read_bytes(), opts,
                                             providers=['CPUExecutionProvider'])
 
