@@ -322,6 +322,20 @@ def test_frame_hazard_reuses_given_camera_points_and_reports_stages():
     assert a.pixel_hazard[64, 64] == 1 and set(stages) >= {'points', 'fusion', 'hazard', 'site'}
 
 
+def test_frame_too_sparse_to_judge_is_all_unknown_without_a_site():
+    from l3d_ros.backends.base import DepthResult
+    from l3d_ros.geometry import StereoCalib
+    from l3d_ros.site import frame_hazard
+    calib = StereoCalib(700.0, 700.0, 63.5, 63.5, 2.0, 128, 128)
+    depth = np.full((128, 128), np.nan, np.float32)
+    depth[::16, ::16] = 30.0                          # a few scattered pixels only
+    res = DepthResult(depth, np.isfinite(depth).astype(np.float32), 46.7 * np.ones_like(depth))
+    out = frame_hazard(res, calib, None, None, CFG)
+    assert out.site is None
+    assert (out.layers.hazard == 255).all() and (out.occupancy == -1).all()
+    assert (out.pixel_hazard == 255).all()
+
+
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 10_000), sigma_m=st.sampled_from([None, 0.02]),
        stride=st.sampled_from([2, 3, 4]))
