@@ -127,20 +127,25 @@ class DemFusion:
 
         NaN where no point fell. Row/col ranges are clipped to the map.
         """
-        r0, r1, c0, c1 = cells or (0, self.n_cells, 0, self.n_cells)
-        r0, c0 = max(r0, 0), max(c0, 0)
-        r1, c1 = min(r1, self.n_cells), min(c1, self.n_cells)
+        r0, r1, c0, c1 = self._clip(cells or (0, self.n_cells, 0, self.n_cells))
         sw, swz = self._sum_w[r0:r1, c0:c1], self._sum_wz[r0:r1, c0:c1]
         with np.errstate(divide='ignore', invalid='ignore'):   # 0 / 0 -> NaN where no point
             height = (swz / sw).astype(np.float32)
             sigma = (np.sqrt(sw) / sw).astype(np.float32)      # 1 / sqrt(sw)
         return height, sigma
 
+    def has_data(self, cells: tuple[int, int, int, int]) -> np.ndarray:
+        """(h, w) bool: cells (row0, row1, col0, col1) where some point fell (clipped)."""
+        r0, r1, c0, c1 = self._clip(cells)
+        return self._sum_w[r0:r1, c0:c1] > 0
+
+    def _clip(self, cells: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        r0, r1, c0, c1 = cells
+        return max(r0, 0), min(r1, self.n_cells), max(c0, 0), min(c1, self.n_cells)
+
     def sub_grid(self, cells: tuple[int, int, int, int]) -> GridGeometry:
         """GridGeometry of the block of cells (row0, row1, col0, col1), clipped to the map."""
-        r0, r1, c0, c1 = cells
-        r0, c0 = max(r0, 0), max(c0, 0)
-        r1, c1 = min(r1, self.n_cells), min(c1, self.n_cells)
+        r0, r1, c0, c1 = self._clip(cells)
         ox, oy = self.grid.origin_xy_m
         c = self.grid.cell_m
         return GridGeometry((ox + c0 * c, oy + r0 * c), c, (r1 - r0, c1 - c0))

@@ -133,14 +133,13 @@ def frame_hazard(result: DepthResult, calib: StereoCalib,
         r0, r1, c0, c1 = fusion.last_cells
         n = fusion.n_cells
         cells = (max(r0 - grow, 0), min(r1 + grow, n), max(c0 - grow, 0), min(c1 + grow, n))
-        dem_m, sigma_m = fusion.dem(cells)
-        window = judgeable_window(np.isfinite(dem_m), cfg.cell_m, cfg.footprint_m)
+        window = judgeable_window(fusion.has_data(cells), cfg.cell_m, cfg.footprint_m)
         if window is None:                                # too sparse to judge any cell
             layers = unknown_layers(fusion.sub_grid(cells))
         else:
             wr0, wr1, wc0, wc1 = window
-            dem_m, sigma_m = dem_m[wr0:wr1, wc0:wc1], sigma_m[wr0:wr1, wc0:wc1]
             cells = (cells[0] + wr0, cells[0] + wr1, cells[2] + wc0, cells[2] + wc1)
+            dem_m, sigma_m = fusion.dem(cells)
             refine = stride is None
             if refine:
                 stride = auto_stride(dem_m.shape, cfg.cell_m, cfg.footprint_m)
