@@ -150,6 +150,10 @@ class Sink:
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name('ros_sink.py')),
                                       name, str(self.counts_path)])
 
+    def counts(self) -> dict:
+        """Messages received per topic so far (as of the sink's last write, <= 0.2 s old)."""
+        return json.loads(self.counts_path.read_text()) if self.counts_path.exists() else {}
+
     def freeze(self) -> None:
         """SIGSTOP: the process stops taking messages (a stalled reliable reader)."""
         self.proc.send_signal(signal.SIGSTOP)

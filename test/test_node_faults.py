@@ -215,7 +215,10 @@ def test_a_frozen_subscriber_does_not_stall_the_node(ros, tmp_path):
                 ns += 33_333_333
                 time.sleep(1 / 30)
 
-        send(1.0)                                           # the sink takes outputs
+        deadline = time.monotonic() + 20
+        while sink.counts().get('points', 0) == 0:          # until the sink takes outputs
+            assert time.monotonic() < deadline, 'the sink received no point cloud'
+            send(0.5)
         sink.freeze()
         send(0.5)                                           # its queues fill up
         before = int(diag_value(peer.wait_for('/diagnostics', lambda m: True), 'frames'))
