@@ -389,7 +389,6 @@ def _lattice(t: _Terrain, stride: int, exact_roughness: bool) -> _Eval:
     z, sig, inside = t.z, t.sig, t.inside
     radius = inside.shape[0] // 2
     n_disc = float(inside.sum())
-    h, w = z.shape
     half_w = _row_half_widths(inside)
     sums = _moment_sums(t, half_w, stride)
     s1, su, sv, suu, suv, svv, sz, szu, szv = sums[:9]
