@@ -39,7 +39,7 @@ from l3d_ros.geometry import backproject, depth_to_disparity
 from l3d_ros.infer import DepthSource
 from l3d_train.data import cache_mast3r, PairDataset
 from l3d_train.distill import load_checkpoint, RECIPES, train
-from l3d_train.export import export_onnx, manifest_entry, update_manifest
+from l3d_train.export import export_onnx, manifest_entry, training_input_mean, update_manifest
 from l3d_train.mast3r import load_mast3r
 from l3d_train.mast3r.pair import teacher_depth
 from l3d_train.students import count_flops, count_params, get_spec
@@ -382,7 +382,8 @@ def _flight(args, teacher, teacher_path, data, cache) -> int:
         'summary': summary, 'recipe': meta['recipe'], 'svd_init': meta['svd_init'],
         'trained_on': target,
         'selection': selection, 'teacher': teacher_record(teacher, teacher_path),
-        'eval': figures, 'data': record, 'train_wall_s': meta['train_wall_s']})
+        'eval': figures, 'data': record, 'train_wall_s': meta['train_wall_s'],
+        'input_mean': training_input_mean(data['train'])})
     path = update_manifest(args.out, entry)
     print(json.dumps(figures, indent=2))
     print(f'wrote {onnx_path} and {path}')

@@ -3,7 +3,8 @@
 The graph has a fixed input size (the spec's), inputs `left`, `right` (1, 1, h, w) grey in
 [0, 1] and outputs `disparity_px`, `confidence` (1, 1, h, w); see l3d_ros.backends.onnx_student
 for how the runtime turns them into metric depth. models/manifest.json (INTERFACES.md section 8)
-gets one entry per model name, replaced on re-export.
+gets one entry per model name, replaced on re-export; with the training pairs at hand it
+records their mean grey level (`input_mean`), to which the runtime matches each pair's exposure.
 """
 import argparse
 import json
@@ -48,8 +49,24 @@ def export_onnx(model: StereoStudent, path: Path) -> Path:
     return path
 
 
+def training_input_mean(dataset: Path) -> float:
+    """Mean grey level of a training set's pairs (the mean of each pair's two image means),
+    as the runtime normalises them: the `input_mean` the student's exposure is matched to."""
+    from l3d_ros.backends import to_gray01
+    from l3d_ros.dataset import list_pairs, read_pair
+    means = []
+    for folder in list_pairs(Path(dataset)):
+        pair = read_pair(folder, with_truth=False)
+        means.append(0.5 * (float(to_gray01(pair.left).mean())
+                            + float(to_gray01(pair.right).mean())))
+    if not means:
+        raise ValueError(f'{dataset}: no pairs to take the input mean from')
+    return round(float(sum(means) / len(means)), 4)
+
+
 def manifest_entry(model: StereoStudent, onnx_path: Path, name: str, meta: dict) -> dict:
-    """The manifest record of an exported model; `meta` adds recipe, teacher, eval figures."""
+    """The manifest record of an exported model; `meta` adds recipe, teacher, eval figures
+    (and `input_mean`, see `training_input_mean`)."""
     return {'name': name, 'file': Path(onnx_path).name, 'sha256': file_sha256(onnx_path),
             'size_bytes': Path(onnx_path).stat().st_size, 'opset': OPSET,
             'input_size': list(model.spec.input_size), 'inputs': ['left', 'right'],
@@ -74,6 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('checkpoint', type=Path, help='student .safetensors (+ .json sidecar)')
     parser.add_argument('--out', type=Path, default=Path('models'), help='models folder')
     parser.add_argument('--name', default=None, help='model name (default: the spec name)')
+    parser.add_argument('--train', type=Path, default=None,
+                        help='training pairs for input_mean (default: the checkpoint\'s data)')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or model.spec.name
     onnx_path = export_onnx(model, args.out / f'{name}.onnx')
     keep = {k: meta[k] for k in ('recipe', 'teacher', 'eval', 'data') if k in meta}
+    train = args.train or Path(meta.get('data', {}).get('train', ''))
+    if str(train) and Path(train).is_dir():
+        keep['input_mean'] = training_input_mean(train)
     path = update_manifest(args.out, manifest_entry(model, onnx_path, name, keep))
     print(f'{onnx_path} ({onnx_path.stat().st_size / 1e6:.2f} MB) listed in {path}')
     return 0

@@ -40,6 +40,29 @@ def resize_to(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+EXPOSURE_GAIN_RANGE = (0.25, 4.0)   # joint gain limits of `match_exposure`
+
+
+def match_exposure(left01: np.ndarray, right01: np.ndarray,
+                   input_mean: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Scale both images by one gain so that their mean grey level is `input_mean` (the mean
+    of the student's training images, from its manifest entry), clipped to [0, 1].
+
+    The student learned the exposure of its training scenes; a much brighter or darker pair is
+    out of distribution (its disparity drifts by up to 1.5 px). One gain for both images keeps
+    the photometric match between them. The gain is limited to EXPOSURE_GAIN_RANGE; None or a
+    black pair: unchanged.
+    """
+    if input_mean is None:
+        return left01, right01
+    mean = 0.5 * (float(np.mean(left01)) + float(np.mean(right01)))
+    if not mean > 0:
+        return left01, right01
+    gain = np.float32(np.clip(input_mean / mean, *EXPOSURE_GAIN_RANGE))
+    return (np.clip(left01 * gain, 0.0, 1.0, dtype=np.float32),
+            np.clip(right01 * gain, 0.0, 1.0, dtype=np.float32))
+
+
 def disparity_to_result(disp_in_px: np.ndarray, confidence: np.ndarray,
                         calib: StereoCalib) -> DepthResult:
     """Network outputs (h, w) at input resolution -> DepthResult at calib's (H, W).
@@ -82,7 +105,8 @@ class OnnxStudentBackend:
     name = 'student'
 
     def __init__(self, onnx_path: Path, sha256: str, input_size: tuple[int, int],
-                 threads: int = 2, model_name: str = 'student'):
+                 threads: int = 2, model_name: str = 'student',
+                 input_mean: float | None = None):
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise FileNotFoundError(f'student model {onnx_path}: missing')
@@ -92,6 +116,10 @@ class OnnxStudentBackend:
                              f'manifest sha256 {sha256}; refusing it')
         self.sha256, self.model_name = actual, model_name
         self.input_size = (int(input_size[0]), int(input_size[1]))
+        if input_mean is not None and not 0.0 < float(input_mean) < 1.0:
+            raise ValueError(f'student model {onnx_path}: input_mean={input_mean!r}, expected '
+                             'a grey level in (0, 1)')
+        self.input_mean = None if input_mean is None else float(input_mean)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -111,10 +139,11 @@ class OnnxStudentBackend:
         entry = select_entry(manifest, manifest_path, None if path.suffix == '.json'
                              else path.name)
         return cls(manifest_path.parent / entry['file'], entry['sha256'], entry['input_size'],
-                   cfg.threads, entry['name'])
+                   cfg.threads, entry['name'], entry.get('input_mean'))
 
     def infer(self, left01: np.ndarray, right01: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(H, W) images in [0, 1] -> disparity [px at input width], confidence, both (h, w)."""
+        left01, right01 = match_exposure(left01, right01, self.input_mean)
         feeds = {name: resize_to(np.asarray(img, np.float32), self.input_size)[None, None]
                  for name, img in (('left', left01), ('right', right01))}
         disp, conf = self.session.run(['disparity_px', 'confidence'], feeds)
