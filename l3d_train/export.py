@@ -53,12 +53,12 @@ def training_input_mean(dataset: Path) -> float:
     """Mean grey level of a training set's pairs (the mean of each pair's two image means),
     as the runtime normalises them: the `input_mean` the student's exposure is matched to."""
     from l3d_ros.backends import to_gray01
+    from l3d_ros.backends.onnx_student import pair_mean
     from l3d_ros.dataset import list_pairs, read_pair
     means = []
     for folder in list_pairs(Path(dataset)):
         pair = read_pair(folder, with_truth=False)
-        means.append(0.5 * (float(to_gray01(pair.left).mean())
-                            + float(to_gray01(pair.right).mean())))
+        means.append(pair_mean(to_gray01(pair.left), to_gray01(pair.right)))
     if not means:
         raise ValueError(f'{dataset}: no pairs to take the input mean from')
     return round(float(sum(means) / len(means)), 4)
@@ -101,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or model.spec.name
     onnx_path = export_onnx(model, args.out / f'{name}.onnx')
     keep = {k: meta[k] for k in ('recipe', 'teacher', 'eval', 'data') if k in meta}
-    train = args.train or Path(meta.get('data', {}).get('train', ''))
-    if str(train) and Path(train).is_dir():
-        keep['input_mean'] = training_input_mean(train)
+    train = args.train or meta.get('data', {}).get('train')     # '' / None: not recorded
+    if train and Path(train).is_dir():
+        keep['input_mean'] = training_input_mean(Path(train))
     path = update_manifest(args.out, manifest_entry(model, onnx_path, name, keep))
     print(f'{onnx_path} ({onnx_path.stat().st_size / 1e6:.2f} MB) listed in {path}')
     return 0

@@ -43,6 +43,11 @@ def resize_to(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 EXPOSURE_GAIN_RANGE = (0.25, 4.0)   # joint gain limits of `match_exposure`
 
 
+def pair_mean(left01: np.ndarray, right01: np.ndarray) -> float:
+    """Mean grey level of a stereo pair (the mean of its two image means)."""
+    return 0.5 * (float(np.mean(left01)) + float(np.mean(right01)))
+
+
 def match_exposure(left01: np.ndarray, right01: np.ndarray,
                    input_mean: float | None) -> tuple[np.ndarray, np.ndarray]:
     """Scale both images by one gain so that their mean grey level is `input_mean` (the mean
@@ -55,7 +60,7 @@ def match_exposure(left01: np.ndarray, right01: np.ndarray,
     """
     if input_mean is None:
         return left01, right01
-    mean = 0.5 * (float(np.mean(left01)) + float(np.mean(right01)))
+    mean = pair_mean(left01, right01)
     if not mean > 0:
         return left01, right01
     gain = np.float32(np.clip(input_mean / mean, *EXPOSURE_GAIN_RANGE))
