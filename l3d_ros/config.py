@@ -129,6 +129,7 @@ class StereoNodeConfig:
     depth_max_m: float = 400.0      # farther depths are reported as unknown [m]
     confidence_min: float = 0.3     # depth below this confidence is published as NaN
     max_missed_frames: int = 3      # frames a backend may fail before falling back to SGBM
+    subpixel_window_px: float = 2.5  # sub-pixel refinement window (Gaussian sigma) [px]; 0 off
     publish_points: bool = True
     qos: QosConfig = field(default_factory=QosConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
@@ -146,6 +147,9 @@ class StereoNodeConfig:
               '[0, 1)')
         check(isinstance(self.max_missed_frames, int) and self.max_missed_frames >= 1,
               'max_missed_frames', self.max_missed_frames, 'an integer >= 1')
+        check(isinstance(self.subpixel_window_px, (int, float))
+              and 0 <= self.subpixel_window_px <= 10, 'subpixel_window_px',
+              self.subpixel_window_px, 'a number in [0, 10] pixels (0 disables the refinement)')
 
 
 def from_dict(cls, raw: Mapping[str, Any], where: str = ''):

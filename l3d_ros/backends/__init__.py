@@ -11,10 +11,11 @@ def make_backend(name: str, cfg: StereoNodeConfig) -> DepthBackend:
     """
     if name == 'sgbm':
         from l3d_ros.backends.sgbm import SgbmBackend
-        return SgbmBackend(cfg.sgbm, cfg.depth_min_m, cfg.depth_max_m)
+        return SgbmBackend(cfg.sgbm, cfg.depth_min_m, cfg.depth_max_m, cfg.subpixel_window_px)
     if name == 'student':
         from l3d_ros.backends.onnx_student import OnnxStudentBackend
-        return OnnxStudentBackend.from_manifest(package_root(), cfg.student)
+        return OnnxStudentBackend.from_manifest(package_root(), cfg.student,
+                                                cfg.subpixel_window_px)
     raise ValueError(f'backend={name!r}: expected sgbm or student')
 
 

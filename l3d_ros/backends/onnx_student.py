@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from l3d_ros.backends.base import DepthResult
+from l3d_ros.backends.subpixel import refine_disparity
 from l3d_ros.config import StudentConfig
 from l3d_ros.geometry import disparity_to_depth, StereoCalib
 
@@ -111,7 +112,7 @@ class OnnxStudentBackend:
 
     def __init__(self, onnx_path: Path, sha256: str, input_size: tuple[int, int],
                  threads: int = 2, model_name: str = 'student',
-                 input_mean: float | None = None):
+                 input_mean: float | None = None, subpixel_window_px: float = 0.0):
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise FileNotFoundError(f'student model {onnx_path}: missing')
@@ -125,6 +126,7 @@ class OnnxStudentBackend:
             raise ValueError(f'student model {onnx_path}: input_mean={input_mean!r}, expected '
                              'a grey level in (0, 1)')
         self.input_mean = None if input_mean is None else float(input_mean)
+        self.subpixel_window_px = subpixel_window_px
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -133,7 +135,8 @@ class OnnxStudentBackend:
                                             providers=['CPUExecutionProvider'])
 
     @classmethod
-    def from_manifest(cls, root: Path, cfg: StudentConfig) -> 'OnnxStudentBackend':
+    def from_manifest(cls, root: Path, cfg: StudentConfig,
+                      subpixel_window_px: float = 0.0) -> 'OnnxStudentBackend':
         """cfg.model: models/manifest.json (or an .onnx listed in the manifest beside it),
         relative to `root` unless absolute. Raises FileNotFoundError / ValueError."""
         path = Path(cfg.model) if Path(cfg.model).is_absolute() else Path(root) / cfg.model
@@ -144,7 +147,7 @@ class OnnxStudentBackend:
         entry = select_entry(manifest, manifest_path, None if path.suffix == '.json'
                              else path.name)
         return cls(manifest_path.parent / entry['file'], entry['sha256'], entry['input_size'],
-                   cfg.threads, entry['name'], entry.get('input_mean'))
+                   cfg.threads, entry['name'], entry.get('input_mean'), subpixel_window_px)
 
     def infer(self, left01: np.ndarray, right01: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(H, W) images in [0, 1] -> disparity [px at input width], confidence, both (h, w)."""
@@ -160,4 +163,8 @@ class OnnxStudentBackend:
             raise ValueError(f'left {left01.shape}, right {right01.shape}: expected the '
                              f'calibration size {calib.shape}')
         disp, conf = self.infer(left01, right01)
-        return disparity_to_result(disp, conf, calib)
+        result = disparity_to_result(disp, conf, calib)
+        if self.subpixel_window_px <= 0:
+            return result
+        refined = refine_disparity(left01, right01, result.disparity_px, self.subpixel_window_px)
+        return disparity_to_result(refined, result.confidence, calib)

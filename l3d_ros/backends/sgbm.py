@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 
 from l3d_ros.backends.base import DepthResult
+from l3d_ros.backends.subpixel import refine_disparity
 from l3d_ros.config import SgbmConfig
 from l3d_ros.geometry import disparity_to_depth, StereoCalib
 
@@ -66,8 +67,10 @@ class SgbmBackend:
 
     name = 'sgbm'
 
-    def __init__(self, cfg: SgbmConfig, depth_min_m: float, depth_max_m: float):
+    def __init__(self, cfg: SgbmConfig, depth_min_m: float, depth_max_m: float,
+                 subpixel_window_px: float = 0.0):
         self.cfg, self.depth_min_m, self.depth_max_m = cfg, depth_min_m, depth_max_m
+        self.subpixel_window_px = subpixel_window_px
         self._matcher, self._key = None, None
 
     def _matcher_for(self, calib: StereoCalib):
@@ -101,5 +104,7 @@ class SgbmBackend:
         disp = matcher.compute(left8, right8)[:, pad:].astype(np.float32) / 16.0  # 4 frac bits
         left8 = left8[:, pad:]
         disp[disp < max(d_min, 1e-3)] = np.nan
+        if self.subpixel_window_px > 0:
+            disp = refine_disparity(left, right, disp, self.subpixel_window_px)
         return DepthResult(disparity_to_depth(disp, calib.fx, calib.baseline_m),
                            texture_confidence(left8, disp, self.cfg.block_size), disp)

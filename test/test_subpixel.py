@@ -1,0 +1,90 @@
+"""Sub-pixel disparity refinement: removes pixel locking, keeps NaNs and the integer match."""
+import numpy as np
+import pytest
+
+from l3d_ros.backends.subpixel import refine_disparity
+
+
+def textured_pair(a, b=0.0, c=0.0, shape=(96, 160), seed=0):
+    """A band-limited texture f seen with the planar disparity d = a + b x + c y (left pixels).
+
+    The left pixel x shows f(x) and matches the right pixel u = x - d(x), so the right image
+    at u shows f(x) with x = (u + a + c y) / (1 - b). Both images sample the continuous
+    texture exactly. Returns (left, right, d).
+    """
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    d = a + b * x + c * y
+
+    def texture(u, v):
+        out = np.zeros(shape)
+        for _ in range(24):
+            k = 2 * np.pi / rng.uniform(4.0, 24.0)
+            a = rng.uniform(0, 2 * np.pi)
+            out += np.cos(k * (np.cos(a) * u + np.sin(a) * v) + rng.uniform(0, 2 * np.pi))
+        return out
+
+    state = rng.bit_generator.state
+    left = texture(x, y)
+    rng.bit_generator.state = state               # the same waves for the right image
+    right = texture((x + a + c * y) / (1 - b), y)
+    scale = 0.5 / np.abs(left).max()
+    return ((0.5 + scale * left).astype(np.float32), (0.5 + scale * right).astype(np.float32),
+            d.astype(np.float32))
+
+
+def inner(a, border=12):
+    return a[border:-border, border:-border]
+
+
+def visible(disparity):
+    """The matcher's output: NaN where the match would fall left of the right image."""
+    cols = np.arange(disparity.shape[1])[None, :]
+    return np.where(cols - disparity >= 2, disparity, np.nan).astype(np.float32)
+
+
+def test_whole_pixel_disparity_becomes_the_true_fraction():
+    left, right, truth = textured_pair(10.3)
+    locked = visible(np.round(truth))              # what a pixel-locked matcher reports
+    refined = refine_disparity(left, right, locked)
+    assert np.nanmax(np.abs(inner(locked - truth))) == pytest.approx(0.3, abs=1e-5)
+    assert np.nanmax(np.abs(inner(refined - truth))) < 0.03
+
+
+def test_slanted_ground_loses_its_sawtooth():
+    # A plane seen obliquely: the fraction sweeps 0..1 across the image, so rounding draws
+    # terraces of +-0.5 px; refinement must bring every fraction back, not one in particular.
+    left, right, truth = textured_pair(8.0, 0.02, 0.01)
+    locked = visible(np.round(truth))
+    refined = refine_disparity(left, right, locked)
+    err = np.abs(inner(refined - truth))
+    assert np.nanmax(np.abs(inner(locked - truth))) > 0.45
+    assert np.nanmedian(err) < 0.02 and np.nanmax(err) < 0.08
+
+
+def test_nan_stays_nan_and_the_shift_is_bounded():
+    left, right, truth = textured_pair(6.0)
+    start = truth + 3.0                            # a wrong integer match
+    start[40:50, 60:80] = np.nan
+    refined = refine_disparity(left, right, start, max_shift_px=0.5)
+    assert np.isnan(refined[40:50, 60:80]).all()
+    ok = np.isfinite(start)
+    assert np.isfinite(refined[ok]).all()
+    assert np.abs(refined[ok] - start[ok]).max() <= 0.5 + 1e-5
+
+
+def test_textureless_window_keeps_the_input():
+    flat = np.full((32, 48), 0.4, np.float32)
+    disp = np.full(flat.shape, 7.25, np.float32)
+    np.testing.assert_array_equal(refine_disparity(flat, flat, disp), disp)
+
+
+def test_bad_input_names_the_value():
+    img = np.zeros((8, 8), np.float32)
+    with pytest.raises(ValueError, match=r'disparity \(8, 9\)'):
+        refine_disparity(img, img, np.zeros((8, 9), np.float32))
+    with pytest.raises(ValueError, match='window_sigma_px=0'):
+        refine_disparity(img, img, img, window_sigma_px=0)
+    with pytest.raises(ValueError, match='iterations=-1'):
+        refine_disparity(img, img, img, iterations=-1)
