@@ -13,6 +13,7 @@ vertical speed and a position-to-speed horizontal loop, plus gravity compensatio
 """
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from l3d_ros.config import HazardConfig
@@ -48,6 +49,15 @@ def target_is_safe(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
     return bool(((values >= 0) & (values <= SAFE_OCCUPANCY_MAX)).all())
 
 
+def safe_share(occupancy: np.ndarray, grid: GridGeometry, radius_m: float) -> np.ndarray:
+    """(H, W) share of the cells within `radius_m` of each cell that the map labels safe."""
+    safe = ((occupancy >= 0) & (occupancy <= SAFE_OCCUPANCY_MAX)).astype(np.float32)
+    r = max(1, int(round(radius_m / grid.cell_m)))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(
+        np.float32)
+    return cv2.filter2D(safe, -1, disc / disc.sum(), borderType=cv2.BORDER_CONSTANT)
+
+
 @dataclass
 class Guidance:
     """State of the guidance for one landing; `command` and `on_hazard` advance it."""
@@ -75,7 +85,7 @@ class Guidance:
                                                     self.hazard.footprint_m):
             return 'keep'
         if site_xy_m is None:
-            return 'no_site'
+            return self._survey(occupancy, grid, position_m, altitude_m)
         site = np.asarray(site_xy_m, np.float64).reshape(2)
         from_nominal = float(np.linalg.norm(site - self.nominal_xy_m))
         step = float(np.linalg.norm(site - np.asarray(position_m)[:2]))
@@ -85,6 +95,30 @@ class Guidance:
         self.target_xy_m = site
         self.retargets += 1
         return 'retarget'
+
+    def _survey(self, occupancy, grid, position_m, altitude_m) -> str:
+        """No site certified: head for the most promising ground within the divert budget (the
+        largest share of a footprint-radius disc labelled safe), so that the next, lower scan
+        sees it closer: 'survey'. The new target is not a site: nothing was certified there,
+        only less of it is in doubt than at the old one. Else 'no_site'."""
+        c = self.cfg
+        if occupancy is None or c.survey_share_min <= 0:
+            return 'no_site'
+        share = safe_share(occupancy, grid, self.hazard.footprint_m)
+        rows, cols = grid.shape
+        x, y = grid.cell_centre(*np.mgrid[0:rows, 0:cols])
+        p = np.asarray(position_m, np.float64)[:2]
+        reach = (np.hypot(x - p[0], y - p[1]) <= c.divert_per_altitude * max(altitude_m, 0.0)
+                 ) & (np.hypot(x - self.nominal_xy_m[0], y - self.nominal_xy_m[1])
+                      <= c.divert_max_m)
+        k = int(np.argmax(np.where(reach, share, -1.0)))
+        best = float(share.flat[k]) if reach.flat[k] else 0.0
+        i, j = grid.cell_index(np.array([self.target_xy_m[0]]), np.array([self.target_xy_m[1]]))
+        here = float(share[i[0], j[0]]) if i[0] >= 0 else 0.0
+        if best < c.survey_share_min or best < here + 0.1:
+            return 'no_site'
+        self.target_xy_m = np.array([x.flat[k], y.flat[k]])
+        return 'survey'
 
     def command(self, position_m: np.ndarray, velocity_m_s: np.ndarray,
                 altitude_m: float) -> np.ndarray:

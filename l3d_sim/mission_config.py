@@ -92,6 +92,8 @@ class GuidanceConfig:
     lateral_accel_max_m_s2: float = 0.9
     divert_max_m: float = 60.0          # largest distance of a new target from the nominal [m]
     divert_per_altitude: float = 1.0    # largest retarget step per metre of height [m/m]
+    # no site certified: head where >= this share of a footprint-radius disc is labelled safe
+    survey_share_min: float = 0.0       # (0 = keep the target) [0, 1]
 
     def __post_init__(self):
         for name in ('start_altitude_m', 'gate_altitude_m', 'descent_gain_1_s',
@@ -102,6 +104,8 @@ class GuidanceConfig:
         for name in ('start_offset_m', 'start_speed_m_s', 'divert_max_m',
                      'divert_per_altitude'):
             _non_negative(f'guidance.{name}', getattr(self, name))
+        check(0.0 <= self.survey_share_min <= 1.0, 'guidance.survey_share_min',
+              self.survey_share_min, 'a share in [0, 1] (0 disables surveying)')
         check(len(self.nominal_xy_m) == 2 and all(math.isfinite(v) for v in self.nominal_xy_m),
               'guidance.nominal_xy_m', self.nominal_xy_m, '[x, y] finite metres')
         check(self.gate_altitude_m <= self.start_altitude_m, 'guidance.gate_altitude_m',

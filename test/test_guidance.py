@@ -100,3 +100,22 @@ def test_touchdown_verdict_applies_speed_limits():
 def test_guidance_config_refuses_bad_scans():
     with pytest.raises(ValueError, match='scan_altitudes_m'):
         GuidanceConfig(scan_altitudes_m=(40.0, 80.0))
+
+
+def test_survey_heads_for_the_ground_the_map_calls_safe_and_only_when_asked():
+    occ = np.full(GRID.shape, -1, np.int8)           # nothing known ...
+    occ[40:60, 40:60] = 100                          # ... a hazard around the target ...
+    occ[35:65, 75:95] = 10                           # ... and safe ground 5-9 m east
+    quiet = Guidance(GuidanceConfig(), HAZARD, [0.0, 0.0])
+    assert quiet.on_hazard(occ, GRID, None, np.zeros(3), 40.0) == 'no_site'
+    np.testing.assert_allclose(quiet.target_xy_m, [0.0, 0.0])
+    g = Guidance(replace(GuidanceConfig(), survey_share_min=0.3), HAZARD, [0.0, 0.0])
+    assert g.on_hazard(occ, GRID, None, np.zeros(3), 40.0) == 'survey'
+    x, y = g.target_xy_m
+    assert 5.0 <= x <= 9.0 and -3.0 <= y <= 3.0 and g.retargets == 0
+    # already there: no second move; a certified site still wins over surveying
+    assert g.on_hazard(occ, GRID, None, np.zeros(3), 30.0) == 'no_site'
+    assert g.on_hazard(occ, GRID, np.array([7.0, 1.0]), np.zeros(3), 30.0) == 'retarget'
+    # out of reach at low altitude (1 m of divert per metre of height): stay
+    far = Guidance(replace(GuidanceConfig(), survey_share_min=0.3), HAZARD, [0.0, 0.0])
+    assert far.on_hazard(occ, GRID, None, np.zeros(3), 3.0) == 'no_site'
