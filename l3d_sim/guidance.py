@@ -4,7 +4,10 @@ Phases, from the navigation estimate and the altimeter height h above the ground
 - approach (h > gate): fly towards the target while descending;
 - hda (terminal < h <= gate): the perception node's scans arrive (`on_hazard`); the target
   moves to the node's `safe_site` when the current target is not safe in the newest hazard map,
-  as long as the new site is within the divert budget;
+  as long as the new site is within the divert budget. With no site certified, the target
+  moves to the ground the map most labels safe (`survey_share_min`), so that the next, lower
+  scan sees it closer: in 200 closed-loop runs (docs/land200) this took the HDA safe rate from
+  0.910 to 0.935;
 - terminal (h <= terminal_altitude_m): the target is frozen; the lander hovers until it is
   within `terminal_error_m` of it, then descends vertically at `touchdown_speed_m_s`.
 

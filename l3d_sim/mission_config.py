@@ -93,7 +93,7 @@ class GuidanceConfig:
     divert_max_m: float = 60.0          # largest distance of a new target from the nominal [m]
     divert_per_altitude: float = 1.0    # largest retarget step per metre of height [m/m]
     # no site certified: head where >= this share of a footprint-radius disc is labelled safe
-    survey_share_min: float = 0.0       # (0 = keep the target) [0, 1]
+    survey_share_min: float = 0.3       # (0 = keep the target) [0, 1]
 
     def __post_init__(self):
         for name in ('start_altitude_m', 'gate_altitude_m', 'descent_gain_1_s',

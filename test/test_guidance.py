@@ -106,7 +106,7 @@ def test_survey_heads_for_the_ground_the_map_calls_safe_and_only_when_asked():
     occ = np.full(GRID.shape, -1, np.int8)           # nothing known ...
     occ[40:60, 40:60] = 100                          # ... a hazard around the target ...
     occ[35:65, 75:95] = 10                           # ... and safe ground 5-9 m east
-    quiet = Guidance(GuidanceConfig(), HAZARD, [0.0, 0.0])
+    quiet = Guidance(replace(GuidanceConfig(), survey_share_min=0.0), HAZARD, [0.0, 0.0])
     assert quiet.on_hazard(occ, GRID, None, np.zeros(3), 40.0) == 'no_site'
     np.testing.assert_allclose(quiet.target_xy_m, [0.0, 0.0])
     g = Guidance(replace(GuidanceConfig(), survey_share_min=0.3), HAZARD, [0.0, 0.0])
