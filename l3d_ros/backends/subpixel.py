@@ -24,9 +24,9 @@ and amplifies noise). Two steps from the matcher's disparity converge. The resul
 to `max_shift_px` around the input: the matcher's integer disparity is kept, only its
 fraction is re-estimated, and a window straddling a depth edge cannot drag a pixel across it.
 
-Measured on held-out simulator pairs (20-150 m, sun 2-12 deg): SGBM's disparity error (1.4826
-MAD) 0.22-0.23 px -> 0.043-0.048 px; its DEM cell error at 40-55 m drops from 0.27-0.49 m
-to 0.05-0.10 m. ~17 ms on a 512 x 512 pair on this CPU.
+Measured on held-out simulator pairs (28-150 m, sun 2-12 deg): SGBM's disparity error (1.4826
+MAD) 0.22-0.23 px -> 0.043-0.048 px; its DEM cell error (MAD, scripts/hazard_noise_study.py)
+at 41-54 m drops from 0.27-0.49 m to 0.03-0.08 m. ~17 ms on a 512 x 512 pair on this CPU.
 """
 import cv2
 import numpy as np
