@@ -75,12 +75,20 @@ class GridGeometry:
 class HazardLayers:
     """Hazard of every evaluated cell; all arrays (H, W) on `grid`.
 
-    hazard, margin and coverage are computed with the layers; slope_deg, roughness_m and
-    height_m (which the per-frame outputs do not need) on first access.
+    hazard, margin, evidence and coverage are computed with the layers; slope_deg,
+    roughness_m and height_m (which the per-frame outputs do not need) on first access.
+
+    margin decides the labels (sigma margins included: safe iff <= 1 where noise resolves
+    rocks). evidence is what the data show without margins: max(point-estimate slope / limit,
+    max |residual| / (roughness limit + noise floor)); above 1 the measurement shows a hazard
+    through its noise, at or below 1 a cell that is not safe is only unproven (its roughness
+    is not resolved, or it misses safe by its sigma margin). `hazard_to_occupancy` grades
+    unproven cells apart from hazards; the labels do not use evidence.
     """
 
     hazard: np.ndarray          # uint8 0 safe, 1 hazard, 255 unknown
     margin: np.ndarray          # float32 max(slope/limit, roughness/limit) incl. sigma margins
+    evidence: np.ndarray        # float32 the same without margins, rock limit + noise floor
     coverage: np.ndarray        # float32 fraction of the disc's cells holding terrain
     grid: GridGeometry
     stride: int                 # DEM cells between evaluated cells (grid.cell_m = stride * DEM)
@@ -135,7 +143,7 @@ def unknown_layers(grid: GridGeometry) -> HazardLayers:
     def nan():
         return np.full(grid.shape, np.nan, np.float32)
 
-    return HazardLayers(np.full(grid.shape, HAZARD_UNKNOWN, np.uint8), nan(),
+    return HazardLayers(np.full(grid.shape, HAZARD_UNKNOWN, np.uint8), nan(), nan(),
                         np.zeros(grid.shape, np.float32), grid, 1, lambda: (nan(), nan(), nan()))
 
 
@@ -230,9 +238,9 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
     def kn(v):
         return np.where(known, v, np.nan).astype(np.float32)
 
-    return HazardLayers(hazard, kn(_margin(lat, cfg.roughness_max_m)), lat.coverage, grid,
-                        stride, lambda: (kn(_slope_deg(lat, cell_m)), kn(lat.rough),
-                                         kn(lat.a + t.ref_m)))
+    return HazardLayers(hazard, kn(_margin(lat, cfg.roughness_max_m)),
+                        kn(_evidence(lat, cell_m, cfg)), lat.coverage, grid, stride,
+                        lambda: (kn(_slope_deg(lat, cell_m)), kn(lat.rough), kn(lat.a + t.ref_m)))
 
 
 _BIG = np.float32(3e38)        # stands for +-inf where a finite fill keeps arithmetic cheap
@@ -516,6 +524,7 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
     inv = np.float32(1) / np.maximum(weight, np.float32(1e-6))
     score_res = up(_margin(lat, limit)) * inv
     score_unres = up(np.maximum(lat.slope_ratio, lat.rough / lat.limit_rock)) * inv
+    evidence = up(_evidence(lat, cell_m, cfg)) * inv
     unres = up(lat.noise_m / limit) * inv > 1.0
     known = (coverage >= COVERAGE_MIN) & (weight > 0) & t.valid[:h, :w]
     score = score_res + unres * (score_unres - score_res)     # the score of the cell's regime
@@ -544,10 +553,11 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
         exact[::stride, ::stride] = False
         if exact.any():
             rows, cols = np.nonzero(exact)
-            ok_c, lab_c, slope_c, rough_c, margin_c, a_c = _cells(t, rows, cols)
+            ok_c, lab_c, slope_c, rough_c, margin_c, a_c, evidence_c = _cells(t, rows, cols)
             hazard[exact] = np.where(ok_c, lab_c, HAZARD_UNKNOWN)
             known[exact] = ok_c
             score_res[exact] = margin_c
+            evidence[exact] = evidence_c
             exact_cells = (exact, slope_c, rough_c, a_c + np.float32(t.ref_m))
     lh, lw = -(-h // stride), -(-w // stride)                           # lattice cells kept
     node = lat.ok[:lh, :lw] & t.valid[:h:stride, :w:stride]
@@ -564,13 +574,15 @@ def _refine(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarr
                 f[exact_cells[0]] = v
         return tuple(f * one_or_nan for f in fields)
 
-    return HazardLayers(hazard, score_res * one_or_nan, coverage, grid, 1, detail)
+    return HazardLayers(hazard, score_res * one_or_nan, evidence * one_or_nan, coverage, grid,
+                        1, detail)
 
 
 def _cells(t: _Terrain, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
     """Exact evaluation at the DEM cells (rows, cols), (n,) each: plane from gathered samples.
 
-    Returns (n,) arrays ok, label, slope_deg, roughness_m, margin, plane height - ref_m [m].
+    Returns (n,) arrays ok, label, slope_deg, roughness_m, margin, plane height - ref_m [m],
+    evidence.
     """
     samples = _DiscSamples.of(t)
     geo = np.stack([np.ones_like(samples.u), samples.u, samples.v, samples.u * samples.u,
@@ -598,7 +610,9 @@ def _cells(t: _Terrain, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray,
     label = _decide(ok, ok & (slope_ratio > 1.0), unresolved, limit_rock,
                     t.cfg.roughness_max_m, rough, rough, stat, 0.0)[0]
     slope = np.degrees(np.arctan(grad_cells / t.cell_m))
-    return ok, label, slope, rough, np.maximum(slope_ratio, stat / t.cfg.roughness_max_m), a
+    evidence = _evidence_of(grad_cells, rough, noise_m, t.cell_m, t.cfg)
+    return (ok, label, slope, rough, np.maximum(slope_ratio, stat / t.cfg.roughness_max_m), a,
+            evidence)
 
 
 @dataclass(frozen=True)
@@ -666,17 +680,44 @@ def _margin(lat: _Eval, limit: float) -> np.ndarray:
     return np.maximum(lat.slope_ratio, lat.stat / limit)
 
 
+def _evidence_of(grad_cells: np.ndarray, rough: np.ndarray, noise_m: np.ndarray,
+                 cell_m: float, cfg: HazardConfig) -> np.ndarray:
+    """max(point-estimate slope / limit, max |residual| / (limit + noise floor)) (HazardLayers).
+
+    rough may be an upper bound of the max |residual| (the lattice's tile bounds): that only
+    raises the evidence, so a cell is never called unproven on a bound.
+    """
+    tan_max = math.tan(math.radians(cfg.slope_max_deg))
+    return np.maximum(grad_cells / cell_m / tan_max,
+                      rough / (cfg.roughness_max_m + noise_m)).astype(np.float32)
+
+
+def _evidence(lat: _Eval, cell_m: float, cfg: HazardConfig) -> np.ndarray:
+    return _evidence_of(np.hypot(lat.b, lat.c), lat.rough, lat.noise_m, cell_m, cfg)
+
+
 def hazard_to_occupancy(layers: HazardLayers) -> np.ndarray:
     """nav_msgs/OccupancyGrid values, (H, W) int8, rows along +y as in the layers' grid.
 
-    -1 unknown, 100 hazard; a safe cell gets floor(50 * margin) in 0..49, where margin is the
-    larger of slope / limit and roughness / limit (sigma margins included): 0 is level and
-    smooth, values near 49 are safe but close to a limit. Thresholds >= 50 see only hazards.
+    - 0..49 safe, floor(50 * margin): the larger of slope / limit and roughness / limit
+      (sigma margins included); 0 is level and smooth, values near 49 are safe but close to a
+      limit. Thresholds >= 50 see only hazards, and nothing else is ever below 50.
+    - 50..99 unproven: measured, not safe, but nothing in the data shows a hazard through its
+      noise (`HazardLayers.evidence` <= 1), 50 + floor(49 * evidence): roughness not yet
+      resolved at this range, or safe but for the sigma margin. A guidance may prefer such
+      ground to look at closer; it is no landing site.
+    - 100 hazard: the data show one (evidence > 1: slope, or a residual beyond the roughness
+      limit plus the noise floor).
+    - -1 unknown: no terrain at the cell, or too little in its disc to judge it.
     """
     occ = np.full(layers.hazard.shape, -1, np.int8)
     occ[layers.hazard == HAZARD_HAZARD] = 100
     safe = layers.hazard == HAZARD_SAFE
     occ[safe] = np.clip(np.floor(50 * layers.margin[safe]), 0, 49).astype(np.int8)
+    measured = ~safe & np.isfinite(layers.evidence)
+    ev = layers.evidence[measured]
+    occ[measured] = np.where(ev <= 1.0, 50 + np.floor(49 * np.maximum(ev, 0)), 100).astype(
+        np.int8)
     return occ
 
 

@@ -52,9 +52,17 @@ def target_is_safe(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
     return bool(((values >= 0) & (values <= SAFE_OCCUPANCY_MAX)).all())
 
 
-def safe_share(occupancy: np.ndarray, grid: GridGeometry, radius_m: float) -> np.ndarray:
-    """(H, W) share of the cells within `radius_m` of each cell that the map labels safe."""
+UNPROVEN_OCCUPANCY = (50, 99)   # measured, not safe, no hazard shown (hazard_to_occupancy)
+UNPROVEN_WEIGHT = 0.5       # an unproven cell counts this much of a safe one in a survey
+
+
+def survey_share(occupancy: np.ndarray, grid: GridGeometry, radius_m: float) -> np.ndarray:
+    """(H, W) share of the cells within `radius_m` of each cell that promise a landing site:
+    a cell labelled safe counts 1, an unproven one (measured, no hazard shown, roughness not
+    yet certified) UNPROVEN_WEIGHT, hazard and unknown cells 0."""
     safe = ((occupancy >= 0) & (occupancy <= SAFE_OCCUPANCY_MAX)).astype(np.float32)
+    lo, hi = UNPROVEN_OCCUPANCY
+    safe += np.float32(UNPROVEN_WEIGHT) * ((occupancy >= lo) & (occupancy <= hi))
     r = max(1, int(round(radius_m / grid.cell_m)))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(
         np.float32)
@@ -100,21 +108,26 @@ class Guidance:
         return 'retarget'
 
     def _survey(self, occupancy, grid, position_m, altitude_m) -> str:
-        """No site certified: head for the most promising ground within the divert budget (the
-        largest share of a footprint-radius disc labelled safe), so that the next, lower scan
-        sees it closer: 'survey'. The new target is not a site: nothing was certified there,
-        only less of it is in doubt than at the old one. Else 'no_site'."""
+        """No site certified: head for the most promising ground within the divert budget, so
+        that the next, lower scan sees it closer: 'survey'. Promise is `survey_share` over a
+        footprint-radius disc (certified cells 1, unproven ones 1/2: high up, where no 0.3 m
+        rock can be resolved yet, it is the ground without slopes, crater walls or boulders
+        the data show), less `survey_distance_weight` per divert_max_m of distance from the
+        current target; a move needs survey_share_min and 0.1 more promise than the current
+        target. The new target is not a site: nothing was certified there. Else 'no_site'."""
         c = self.cfg
         if occupancy is None or c.survey_share_min <= 0:
             return 'no_site'
-        share = safe_share(occupancy, grid, self.hazard.footprint_m)
+        share = survey_share(occupancy, grid, self.hazard.footprint_m)
         rows, cols = grid.shape
         x, y = grid.cell_centre(*np.mgrid[0:rows, 0:cols])
         p = np.asarray(position_m, np.float64)[:2]
         reach = (np.hypot(x - p[0], y - p[1]) <= c.divert_per_altitude * max(altitude_m, 0.0)
                  ) & (np.hypot(x - self.nominal_xy_m[0], y - self.nominal_xy_m[1])
                       <= c.divert_max_m)
-        k = int(np.argmax(np.where(reach, share, -1.0)))
+        away = np.hypot(x - self.target_xy_m[0], y - self.target_xy_m[1])
+        score = share - c.survey_distance_weight * away / max(c.divert_max_m, grid.cell_m)
+        k = int(np.argmax(np.where(reach, score, -np.inf)))
         best = float(share.flat[k]) if reach.flat[k] else 0.0
         i, j = grid.cell_index(np.array([self.target_xy_m[0]]), np.array([self.target_xy_m[1]]))
         here = float(share[i[0], j[0]]) if i[0] >= 0 else 0.0
@@ -151,4 +164,4 @@ class Guidance:
         return np.array([accel_xy[0], accel_xy[1], max(accel_z, 0.0)])
 
 
-__all__ = ['Guidance', 'target_is_safe', 'SAFE_OCCUPANCY_MAX']
+__all__ = ['Guidance', 'target_is_safe', 'survey_share', 'SAFE_OCCUPANCY_MAX']

@@ -92,8 +92,10 @@ class GuidanceConfig:
     lateral_accel_max_m_s2: float = 0.9
     divert_max_m: float = 60.0          # largest distance of a new target from the nominal [m]
     divert_per_altitude: float = 1.0    # largest retarget step per metre of height [m/m]
-    # no site certified: head where >= this share of a footprint-radius disc is labelled safe
+    # no site certified: head where >= this share of a footprint-radius disc promises a site
+    # (safe cells count 1, unproven ones 1/2; l3d_sim.guidance.survey_share)
     survey_share_min: float = 0.3       # (0 = keep the target) [0, 1]
+    survey_distance_weight: float = 0.3  # promise given up per divert_max_m of survey move
 
     def __post_init__(self):
         for name in ('start_altitude_m', 'gate_altitude_m', 'descent_gain_1_s',
@@ -102,7 +104,7 @@ class GuidanceConfig:
                      'velocity_gain_1_s', 'lateral_accel_max_m_s2'):
             check_positive(f'guidance.{name}', getattr(self, name))
         for name in ('start_offset_m', 'start_speed_m_s', 'divert_max_m',
-                     'divert_per_altitude'):
+                     'divert_per_altitude', 'survey_distance_weight'):
             _non_negative(f'guidance.{name}', getattr(self, name))
         check(0.0 <= self.survey_share_min <= 1.0, 'guidance.survey_share_min',
               self.survey_share_min, 'a share in [0, 1] (0 disables surveying)')

@@ -102,6 +102,37 @@ def test_guidance_config_refuses_bad_scans():
         GuidanceConfig(scan_altitudes_m=(40.0, 80.0))
 
 
+def test_survey_high_up_heads_for_unproven_ground_and_prefers_certified_and_near():
+    """High up nothing is certified: the survey reads unproven cells (50..99: measured, no
+    hazard shown) at half weight, takes certified ground over unproven, the nearer of two
+    equal patches, and never hazards or unknown ground."""
+    cfg = replace(GuidanceConfig(), survey_share_min=0.3)
+    grid = GridGeometry((-20.0, -20.0), 0.2, (200, 200))               # 40 m square
+
+    def patch(occ, x, y, value):                                     # 8 m square at (x, y)
+        i, j = int((y + 20.0) / 0.2), int((x + 20.0) / 0.2)
+        occ[i - 20:i + 20, j - 20:j + 20] = value
+
+    occ = np.full(grid.shape, -1, np.int8)
+    patch(occ, 0.0, 0.0, 100)                        # a crater around the target
+    patch(occ, 8.0, 8.0, 60)                         # unproven ground 11 m away
+    g = Guidance(cfg, HAZARD, [0.0, 0.0])
+    assert g.on_hazard(occ, grid, None, np.zeros(3), 120.0) == 'survey'
+    np.testing.assert_allclose(g.target_xy_m, [8.0, 8.0], atol=1.5)
+    patch(occ, -12.0, -12.0, 60)                     # the same ground 17 m away
+    g = Guidance(cfg, HAZARD, [0.0, 0.0])
+    g.on_hazard(occ, grid, None, np.zeros(3), 120.0)
+    np.testing.assert_allclose(g.target_xy_m, [8.0, 8.0], atol=1.5)
+    patch(occ, -12.0, -12.0, 20)                     # ... certified safe there: it wins
+    g = Guidance(cfg, HAZARD, [0.0, 0.0])
+    g.on_hazard(occ, grid, None, np.zeros(3), 120.0)
+    np.testing.assert_allclose(g.target_xy_m, [-12.0, -12.0], atol=1.5)
+    occ[:] = 100                                     # hazards and unknown promise nothing
+    occ[::2] = -1
+    g = Guidance(cfg, HAZARD, [0.0, 0.0])
+    assert g.on_hazard(occ, grid, None, np.zeros(3), 120.0) == 'no_site'
+
+
 def test_survey_heads_for_the_ground_the_map_calls_safe_and_only_when_asked():
     occ = np.full(GRID.shape, -1, np.int8)           # nothing known ...
     occ[40:60, 40:60] = 100                          # ... a hazard around the target ...

@@ -246,6 +246,35 @@ def test_occupancy_and_pixel_lookup():
     np.testing.assert_array_equal(pixel_hazard(pts, layers), [[1, 255, 255]])
 
 
+@pytest.mark.parametrize('refine', [False, True])
+def test_occupancy_grades_unproven_ground_apart_from_hazards(refine):
+    """Noise that hides 0.3 m rocks: smooth ground is unproven (50..99), never safe; a rock
+    the noise cannot explain, and a slope, stay hazards (100); without sigma nothing is
+    unproven, since the labels are exact."""
+    from l3d_ros.hazard import hazard_to_occupancy
+    rng = np.random.default_rng(5)
+    n = 90
+    y, x = np.mgrid[0:n, 0:n] * CFG.cell_m
+    dem = 0.02 * x + rng.normal(0, 0.02, (n, n))                      # 1.1 deg, smooth
+    dem += 2.0 * np.exp(-((x - 4.0) ** 2 + (y - 4.0) ** 2) / (2 * 0.4 ** 2))   # 2 m boulder
+    dem[:, 60:] += 0.5 * (x[:, 60:] - x[0, 60])                       # a 27 deg slope
+    sigma = np.full((n, n), 0.08, np.float32)                          # 5.4 sigma > 0.3 m
+    layers = hazard_from_dem(dem.astype(np.float32), CFG.cell_m, CFG, sigma_m=sigma,
+                             stride=3 if refine else 1, refine=refine)
+    occ = hazard_to_occupancy(layers)
+    assert not (layers.hazard == 0).any()                              # nothing certified
+    smooth = occ[40:70, 10:45]
+    assert ((smooth >= 50) & (smooth <= 60)).mean() > 0.95            # unproven, level
+    assert (occ[18:22, 18:22] == 100).all()                            # the boulder
+    assert (occ[30:80, 72:80] == 100).all()                            # the slope
+    assert ((occ >= 50) == (layers.hazard != 0))[layers.hazard != 255].all()
+    assert (occ[layers.hazard == 255] != 100).all()            # unknown: never a hazard
+    exact = hazard_to_occupancy(hazard_from_dem(dem.astype(np.float32), CFG.cell_m, CFG))
+    assert not ((exact >= 50) & (exact < 100)).any()
+    assert ((exact == 100) == (hazard_from_dem(dem.astype(np.float32), CFG.cell_m,
+                                               CFG).hazard == 1)).all()
+
+
 def _rough_terrain(seed: int, shape=(70, 64)) -> np.ndarray:
     """Tilted, bumpy terrain with rocks near the roughness limit and holes."""
     rng = np.random.default_rng(seed)
