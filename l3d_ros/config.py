@@ -83,10 +83,16 @@ class SgbmConfig:
 class StudentConfig:
     model: str = 'models/manifest.json'  # manifest (or .onnx listed in it); relative to package
     threads: int = 2                      # onnxruntime intra-op threads
+    # a frame where more than this share of the textured pixels' matches do not verify in the
+    # images (window ZNCC of left vs right warped by the student's disparity < 0.5) is
+    # refused: SGBM takes it (onnx_student.VERIFY_ZNCC_MIN)
+    verify_unmatched_max: float = 0.2     # [0, 1]; 1 disables
 
     def __post_init__(self):
         check(isinstance(self.threads, int) and 1 <= self.threads <= 64,
               'student.threads', self.threads, 'an integer in [1, 64]')
+        check(0.0 <= self.verify_unmatched_max <= 1.0, 'student.verify_unmatched_max',
+              self.verify_unmatched_max, 'a share in [0, 1] (1 disables the check)')
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ l3d_ros.site.frame_hazard, the very function the node runs.
 import argparse
 import json
 from pathlib import Path
+import sys
 import time
 
 import numpy as np
@@ -49,11 +50,17 @@ def _stride(text: str) -> int | None:
 
 
 class DepthSource:
-    """A backend by name, or 'oracle' (the pair's ground truth, confidence 1 where finite)."""
+    """A backend by name, or 'oracle' (the pair's ground truth, confidence 1 where finite).
+
+    As in the node (l3d_ros.pipeline), a pair the student fails or refuses is SGBM's; each
+    such pair is listed in `fallbacks` with the reason.
+    """
 
     def __init__(self, name: str, cfg: StereoNodeConfig):
         self.name, self.cfg = name, cfg
         self.backend = None if name == 'oracle' else make_backend(name, cfg)
+        self.fallbacks: list[str] = []
+        self._sgbm = None
 
     def depth(self, pair: StereoPair, left01: np.ndarray,
               right01: np.ndarray) -> tuple[DepthResult, float]:
@@ -65,7 +72,15 @@ class DepthSource:
             depth = pair.depth_m
             conf = np.isfinite(depth).astype(np.float32)
         else:
-            raw = self.backend.compute(left01, right01, pair.calib)
+            try:
+                raw = self.backend.compute(left01, right01, pair.calib)
+            except Exception as exc:  # noqa: BLE001 - the node's rule: the frame is SGBM's
+                if self.name == 'sgbm':
+                    raise
+                self.fallbacks.append(f'{pair.name}: {self.name} failed ({exc}); sgbm used')
+                print(f'l3d: {self.fallbacks[-1]}', file=sys.stderr)
+                self._sgbm = self._sgbm or make_backend('sgbm', self.cfg)
+                raw = self._sgbm.compute(left01, right01, pair.calib)
             depth, conf = raw.depth_m, raw.confidence
         elapsed = time.perf_counter() - t0
         c = self.cfg

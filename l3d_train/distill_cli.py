@@ -2,7 +2,9 @@
 and the ablation table.
 
 Everything is reproducible from scratch and reused from --work when present:
-  train      `l3d sim dataset` seed 1000 (--pairs, at --train-size px): teacher and students
+  train      `l3d sim dataset` seed 1000 (--pairs, at --train-size px, camera heights
+             --train-altitude, by default the guidance's whole scan range 150 m down to the
+             final 20 m scan): teacher and students
   val        seed 4000 at the rig's 512x512, 30-150 m: picks the shipped flight candidate
   eval       seed 5000 at 512x512, 30-150 m: depth metrics (AbsRel, delta, Chamfer, ...)
   hazard     seed 5001 at 512x512 rendered at the final-scan altitudes 20-26 m (a parameter
@@ -47,6 +49,7 @@ from l3d_train.students import count_flops, count_params, get_spec
 log = logging.getLogger(__name__)
 TRAIN_SEED, VAL_SEED, EVAL_SEED, HAZARD_SEED = 1000, 4000, 5000, 5001
 FINAL_SCAN_ALTITUDE_M = (20.0, 26.0)   # the guidance final scans are at 30, 24, 20 m
+TRAIN_ALTITUDE_M = (20.0, 150.0)       # the whole scan range: 150 m (HDA gate) to 20 m
 CHAMFER_POINTS = 4000          # points drawn from each cloud per pair
 
 
@@ -183,23 +186,30 @@ def _render(folder: Path, pairs: int, seed: int, extra: list[str]) -> Path:
     return folder
 
 
-def final_scan_config(work: Path) -> Path:
-    """The package parameter file with the dataset altitudes set to the final scan's."""
+def altitude_config(work: Path, name: str, altitude_m: tuple[float, float]) -> Path:
+    """WORK/NAME.yaml: the package parameter file with the dataset camera heights set."""
     params = yaml.safe_load(default_config_path().read_text())
     dataset = params['l3d_sim']['ros__parameters'].setdefault('dataset', {})
-    dataset['altitude_min_m'], dataset['altitude_max_m'] = FINAL_SCAN_ALTITUDE_M
-    path = work / 'final_scan.yaml'
+    dataset['altitude_min_m'], dataset['altitude_max_m'] = map(float, altitude_m)
+    path = work / f'{name}.yaml'
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+def final_scan_config(work: Path) -> Path:
+    """The package parameter file with the dataset altitudes set to the final scan's."""
+    return altitude_config(work, 'final_scan', FINAL_SCAN_ALTITUDE_M)
 
 
 def ensure_data(args, held_out: bool = True) -> dict[str, Path]:
     """Train (and with held_out val / eval / hazard) datasets: given, or rendered into --work
     with fixed seeds."""
     w, size = args.work, args.train_size
-    train_dir = args.train or _render(w / f'train_s{TRAIN_SEED}_n{args.pairs}_{size}px',
-                                      args.pairs, TRAIN_SEED,
-                                      ['--width', str(size), '--height', str(size)])
+    lo, hi = args.train_altitude
+    train_dir = args.train or _render(
+        w / f'train_s{TRAIN_SEED}_n{args.pairs}_{size}px_{lo:.0f}-{hi:.0f}m', args.pairs,
+        TRAIN_SEED, ['--width', str(size), '--height', str(size), '--config',
+                     str(altitude_config(w, 'train_altitude', args.train_altitude))])
     if not held_out:
         return {'train': train_dir}
     scan = final_scan_config(w)
@@ -282,6 +292,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument('--hazard-eval', type=Path, default=None, help='held-out hazard set')
         p.add_argument('--pairs', type=int, default=160, help='training pairs to render')
         p.add_argument('--train-size', type=int, default=256, help='training render size [px]')
+        p.add_argument('--train-altitude', type=float, nargs=2, default=TRAIN_ALTITUDE_M,
+                       metavar=('MIN', 'MAX'),
+                       help='camera heights of the training pairs [m] (default: the '
+                       'guidance scan range)')
         p.add_argument('--val-pairs', type=int, default=6)
         p.add_argument('--eval-pairs', type=int, default=16)
         p.add_argument('--hazard-pairs', type=int, default=12)
@@ -356,6 +370,7 @@ def _flight(args, teacher, teacher_path, data, cache) -> int:
                  'val_abs_rel_all': {r: c[2]['abs_rel_all'] for r, c in candidates.items()},
                  'chosen': best}
     record = {'train': str(data['train']), 'train_seed': TRAIN_SEED,
+              'train_altitude_m': list(args.train_altitude),
               'train_pairs': len(list_pairs(data['train'])), 'eval_seed': EVAL_SEED,
               'hazard_seed': HAZARD_SEED, 'val_seed': VAL_SEED, 'steps': args.steps,
               'batch': args.batch, 'lr': args.lr, 'command': _command(args),

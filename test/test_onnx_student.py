@@ -113,3 +113,57 @@ def test_runtime_backend_never_imports_torch():
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     root = Path(__file__).resolve().parent.parent
     assert subprocess.run([sys.executable, '-c', code], cwd=root).returncode == 0
+
+
+SHIPPED = Path(__file__).resolve().parent.parent / 'models' / 'manifest.json'
+
+
+def _sim_pair(altitude_m: tuple[float, float], seed: int):
+    """One 512 x 512 simulator pair at camera heights in altitude_m (the shipped rig)."""
+    from dataclasses import replace
+
+    from l3d_ros.config import load_node_config
+    from l3d_sim.config import load_sim_config
+    from l3d_sim.dataset import render_pair
+    sim = load_sim_config()
+    sim = replace(sim, dataset=replace(sim.dataset, altitude_min_m=altitude_m[0],
+                                       altitude_max_m=altitude_m[1],
+                                       sun_elevation_min_deg=10.0))
+    frame = render_pair(sim, load_node_config().hazard, seed, 0)[0]
+    return frame.left.astype(np.float32) / 255, frame.right.astype(np.float32) / 255, frame
+
+
+def test_shipped_student_refuses_a_scene_beyond_its_range_and_keeps_one_within():
+    """Closer than its matcher reaches, the student's disparities are wrong with confidence
+    (AbsRel 1.1-1.6 at 11-16 m before this check): the frame's matches do not verify in the
+    images and it is refused, for the pipeline's SGBM; a scene within range is kept."""
+    backend = OnnxStudentBackend.from_manifest(SHIPPED.parent, StudentConfig(
+        model=str(SHIPPED)), subpixel_window_px=2.5)
+    assert backend.max_disp_px and backend.verify_unmatched_max == 0.2
+    left, right, frame = _sim_pair((60.0, 80.0), 11)
+    result = backend.compute(left, right, frame.calib)
+    ok = np.isfinite(result.depth_m) & np.isfinite(frame.depth_m)
+    assert ok.mean() > 0.8
+    assert np.median(np.abs(result.depth_m[ok] / frame.depth_m[ok] - 1)) < 0.02
+    left, right, frame = _sim_pair((11.0, 13.0), 12)                # washed out: 0.7 % texture
+    with pytest.raises(ValueError, match='cannot be verified'):
+        backend.compute(left, right, frame.calib)
+    left, right, frame = _sim_pair((11.0, 13.0), 13)
+    with pytest.raises(ValueError, match='do not verify'):
+        backend.compute(left, right, frame.calib)
+    off = OnnxStudentBackend.from_manifest(SHIPPED.parent, StudentConfig(
+        model=str(SHIPPED), verify_unmatched_max=1.0), subpixel_window_px=2.5)
+    wrong = off.compute(left, right, frame.calib)                  # what it published before
+    ok = np.isfinite(wrong.depth_m) & np.isfinite(frame.depth_m)
+    assert np.median(np.abs(wrong.depth_m[ok] / frame.depth_m[ok] - 1)) > 0.2
+
+
+def test_range_end_disparities_are_unknown(exported):
+    _, folder = exported
+    backend = OnnxStudentBackend.from_manifest(folder, StudentConfig(model='manifest.json'))
+    assert backend.max_disp_px == SPEC.max_disp_px
+    backend.session = type('Fixed', (), {'run': staticmethod(lambda names, feeds: [
+        np.array([[[[3.0, 6.9, 7.0, 9.0]]]], np.float32),
+        np.full((1, 1, 1, 4), 0.9, np.float32)])})()
+    _, conf = backend.infer(np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float32))
+    np.testing.assert_array_equal(conf, np.float32([[0.9, 0.9, 0.0, 0.0]]))   # >= 8 - 1 px

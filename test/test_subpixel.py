@@ -1,8 +1,9 @@
-"""Sub-pixel disparity refinement: removes pixel locking, keeps NaNs and the integer match."""
+"""Sub-pixel disparity refinement: removes pixel locking, keeps NaNs and the integer match;
+match verification by window ZNCC."""
 import numpy as np
 import pytest
 
-from l3d_ros.backends.subpixel import refine_disparity
+from l3d_ros.backends.subpixel import match_zncc, refine_disparity
 
 
 def textured_pair(a, b=0.0, c=0.0, shape=(96, 160), seed=0):
@@ -88,3 +89,26 @@ def test_bad_input_names_the_value():
         refine_disparity(img, img, img, window_sigma_px=0)
     with pytest.raises(ValueError, match='iterations=-1'):
         refine_disparity(img, img, img, iterations=-1)
+
+
+def test_zncc_verifies_the_true_disparity_and_rejects_a_wrong_one():
+    left, right, d = textured_pair(9.3, 0.01, -0.004)
+    true = inner(match_zncc(left, right, visible(d)), 24)         # windows inside the image
+    assert np.nanmin(true) > 0.99 and np.isfinite(true).mean() > 0.99
+    for off in (3.0, 6.0, 11.0):                                    # wrong by a few pixels
+        wrong = inner(match_zncc(left, right, visible(d + off)), 24)
+        assert np.nanmedian(wrong) < 0.3 and np.nanmax(wrong) < 0.9
+    nan = visible(d)
+    nan[40:50, 60:80] = np.nan
+    assert np.isnan(match_zncc(left, right, nan)[40:50, 60:80]).all()
+
+
+def test_zncc_is_nan_without_texture_and_names_bad_input():
+    flat = np.full((32, 48), 0.4, np.float32)
+    noise = flat + np.random.default_rng(0).normal(0, 1 / 255, flat.shape).astype(np.float32)
+    assert np.isnan(match_zncc(flat, flat, np.full(flat.shape, 3.0, np.float32))).all()
+    assert np.isnan(match_zncc(noise, noise, np.full(flat.shape, 3.0, np.float32))).all()
+    with pytest.raises(ValueError, match=r'disparity \(32, 47\)'):
+        match_zncc(flat, flat, flat[:, 1:])
+    with pytest.raises(ValueError, match='window_sigma_px=-1'):
+        match_zncc(flat, flat, flat, window_sigma_px=-1)

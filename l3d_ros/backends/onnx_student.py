@@ -7,6 +7,18 @@ fixed input size, `left` and `right` (1, 1, h, w) float32 grey in [0, 1], and re
 to the image width and depth_m = fx * baseline_m / disparity_px with the pair's calibration.
 The file's sha256 must match the manifest, or the backend refuses it (the pipeline then runs
 SGBM).
+
+What the student cannot know is not published as depth:
+- its matcher searches max_disp_px (manifest `spec`) at the input size: a disparity at the top
+  of that range may be the range's end, not the scene's, so those pixels get confidence 0;
+- a frame whose matches do not verify in the images themselves is refused with a ValueError,
+  and the pipeline's SGBM takes the frame: more than `verify_unmatched_max` of its textured,
+  matched pixels have a window ZNCC (left image against the right one warped by the
+  disparity) below VERIFY_ZNCC_MIN. Measured with the student trained at 30-150 m on
+  simulator pairs: at 30-150 m 2.6-7.3 % of the textured pixels per frame do not verify
+  (AbsRel 0.002-0.015); at 11-16 m, beyond its range, 51-86 % (AbsRel 1.1-1.6, published
+  with confidence before this check); at 20-28 m up to 55 %, the frames above 20 % with
+  AbsRel 0.012-0.43.
 """
 import hashlib
 import json
@@ -17,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from l3d_ros.backends.base import DepthResult
-from l3d_ros.backends.subpixel import refine_disparity
+from l3d_ros.backends.subpixel import match_zncc, refine_disparity
 from l3d_ros.config import StudentConfig
 from l3d_ros.geometry import disparity_to_depth, StereoCalib
 
@@ -42,6 +54,9 @@ def resize_to(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 EXPOSURE_GAIN_RANGE = (0.25, 4.0)   # joint gain limits of `match_exposure`
+RANGE_END_PX = 1.0                  # disparities this close to max_disp_px get confidence 0
+VERIFY_TEXTURED_MIN = 0.05          # fewer textured pixels than this share: unverifiable
+VERIFY_ZNCC_MIN = 0.5               # a match verifies when its window ZNCC reaches this
 
 
 def pair_mean(left01: np.ndarray, right01: np.ndarray) -> float:
@@ -112,7 +127,10 @@ class OnnxStudentBackend:
 
     def __init__(self, onnx_path: Path, sha256: str, input_size: tuple[int, int],
                  threads: int = 2, model_name: str = 'student',
-                 input_mean: float | None = None, subpixel_window_px: float = 0.0):
+                 input_mean: float | None = None, subpixel_window_px: float = 0.0,
+                 max_disp_px: float | None = None, verify_unmatched_max: float = 1.0):
+        """max_disp_px: the matcher's range [px at the input size] (None: unknown, no range
+        guard); verify_unmatched_max: frame verification threshold (1: off)."""
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise FileNotFoundError(f'student model {onnx_path}: missing')
@@ -127,6 +145,11 @@ class OnnxStudentBackend:
                              'a grey level in (0, 1)')
         self.input_mean = None if input_mean is None else float(input_mean)
         self.subpixel_window_px = subpixel_window_px
+        if max_disp_px is not None and not float(max_disp_px) > RANGE_END_PX:
+            raise ValueError(f'student model {onnx_path}: max_disp_px={max_disp_px!r}, '
+                             f'expected > {RANGE_END_PX}')
+        self.max_disp_px = None if max_disp_px is None else float(max_disp_px)
+        self.verify_unmatched_max = float(verify_unmatched_max)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -147,15 +170,20 @@ class OnnxStudentBackend:
         entry = select_entry(manifest, manifest_path, None if path.suffix == '.json'
                              else path.name)
         return cls(manifest_path.parent / entry['file'], entry['sha256'], entry['input_size'],
-                   cfg.threads, entry['name'], entry.get('input_mean'), subpixel_window_px)
+                   cfg.threads, entry['name'], entry.get('input_mean'), subpixel_window_px,
+                   (entry.get('spec') or {}).get('max_disp_px'), cfg.verify_unmatched_max)
 
     def infer(self, left01: np.ndarray, right01: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W) images in [0, 1] -> disparity [px at input width], confidence, both (h, w)."""
+        """(H, W) images in [0, 1] -> disparity [px at input width], confidence, both (h, w);
+        confidence 0 at the end of the matcher's range."""
         left01, right01 = match_exposure(left01, right01, self.input_mean)
         feeds = {name: resize_to(np.asarray(img, np.float32), self.input_size)[None, None]
                  for name, img in (('left', left01), ('right', right01))}
         disp, conf = self.session.run(['disparity_px', 'confidence'], feeds)
-        return disp[0, 0], conf[0, 0]
+        disp, conf = disp[0, 0], conf[0, 0]
+        if self.max_disp_px is not None:
+            conf = np.where(disp < self.max_disp_px - RANGE_END_PX, conf, np.float32(0))
+        return disp, conf
 
     def compute(self, left01: np.ndarray, right01: np.ndarray,
                 calib: StereoCalib) -> DepthResult:
@@ -164,7 +192,29 @@ class OnnxStudentBackend:
                              f'calibration size {calib.shape}')
         disp, conf = self.infer(left01, right01)
         result = disparity_to_result(disp, conf, calib)
-        if self.subpixel_window_px <= 0:
-            return result
-        refined = refine_disparity(left01, right01, result.disparity_px, self.subpixel_window_px)
-        return disparity_to_result(refined, result.confidence, calib)
+        if self.subpixel_window_px > 0:
+            refined = refine_disparity(left01, right01, result.disparity_px,
+                                       self.subpixel_window_px)
+            result = disparity_to_result(refined, result.confidence, calib)
+        if self.verify_unmatched_max < 1:
+            self.verify(left01, right01, result)
+        return result
+
+    def verify(self, left01: np.ndarray, right01: np.ndarray, result: DepthResult) -> None:
+        """ValueError when more than verify_unmatched_max of the frame's textured, confidently
+        matched pixels have a window ZNCC (`match_zncc`, the refinement's window) below
+        VERIFY_ZNCC_MIN, or when fewer than VERIFY_TEXTURED_MIN of its pixels are textured and
+        matched: nothing in the images then supports the student's depth (a washed-out frame
+        at 11-13 m, 0.7 % textured, came out 2.2x too far with confidence)."""
+        disp = np.where(result.confidence > 0, result.disparity_px, np.nan).astype(np.float32)
+        zncc = match_zncc(left01, right01, disp, self.subpixel_window_px or 2.5)
+        checked = np.isfinite(zncc)
+        if checked.mean() < VERIFY_TEXTURED_MIN:
+            raise ValueError(f'matches cannot be verified: {checked.mean():.1%} of the pixels '
+                             f'are textured and matched, fewer than {VERIFY_TEXTURED_MIN:.0%}')
+        unmatched = float(np.mean(zncc[checked] < VERIFY_ZNCC_MIN))
+        if unmatched > self.verify_unmatched_max:
+            raise ValueError(f'matches do not verify: {unmatched:.0%} of the textured pixels '
+                             f'have a window ZNCC < {VERIFY_ZNCC_MIN}, more than '
+                             f'verify_unmatched_max={self.verify_unmatched_max} (a scene beyond '
+                             "the student's range, or images it cannot match)")

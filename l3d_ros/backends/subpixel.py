@@ -94,4 +94,41 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarr
     return np.where(valid, d, np.nan).astype(np.float32)
 
 
-__all__ = ['refine_disparity']
+def match_zncc(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
+               window_sigma_px: float = 2.5, texture_min: float = 5e-5) -> np.ndarray:
+    """Zero-mean normalised cross-correlation of each left pixel's Gaussian window with the
+    right image warped by the disparity: (H, W) float32 in [-1, 1], 1 a perfect match.
+
+    NaN where the disparity is NaN, or where either window's grey-level variance is below
+    texture_min (grey levels in [0, 1], squared; the default is 3x the variance of 1 DN of
+    8-bit noise: below it there is no texture to verify the match against). A correct match
+    on textured ground scores near 1 (noise and the two views' emission angles lower it a
+    little); a wrong one near 0.
+    """
+    left = np.asarray(left, np.float32)
+    right = np.asarray(right, np.float32)
+    disp = np.asarray(disparity_px, np.float32)
+    if left.ndim != 2 or left.shape != right.shape or left.shape != disp.shape:
+        raise ValueError(f'left {left.shape}, right {right.shape}, disparity {disp.shape}: '
+                         'expected the same (H, W)')
+    if not window_sigma_px > 0:
+        raise ValueError(f'window_sigma_px={window_sigma_px!r}: expected > 0')
+    valid = np.isfinite(disp)
+    cols, rows = _pixel_grid(*disp.shape)
+    warped = cv2.remap(right, cols - np.where(valid, disp, 0.0).astype(np.float32), rows,
+                       cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def window(v):
+        return cv2.GaussianBlur(v, (0, 0), window_sigma_px)
+
+    mean_l, mean_r = window(left), window(warped)
+    var_l = window(left * left) - mean_l * mean_l
+    var_r = window(warped * warped) - mean_r * mean_r
+    cov = window(left * warped) - mean_l * mean_r
+    textured = valid & (var_l > texture_min) & (var_r > texture_min)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        zncc = cov / np.sqrt(var_l * var_r)
+    return np.where(textured, np.clip(zncc, -1.0, 1.0), np.nan).astype(np.float32)
+
+
+__all__ = ['match_zncc', 'refine_disparity']
