@@ -44,14 +44,8 @@ def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return cols, rows
 
 
-def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
-                     window_sigma_px: float = 2.5, iterations: int = 2,
-                     max_shift_px: float = 0.75) -> np.ndarray:
-    """(H, W) disparity [px] of the left image, NaN invalid -> refined, same NaNs.
-
-    left, right: (H, W) rectified grey images (any scale, the same for both). A pixel whose
-    window has no texture (sum of weighted squared gradients 0) keeps its input disparity.
-    """
+def _checked(left, right, disparity_px, window_sigma_px: float):
+    """The three (H, W) images as float32; ValueError naming a size or window that is off."""
     left = np.asarray(left, np.float32)
     right = np.asarray(right, np.float32)
     disp = np.asarray(disparity_px, np.float32)
@@ -60,6 +54,18 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarr
                          'expected the same (H, W)')
     if not window_sigma_px > 0:
         raise ValueError(f'window_sigma_px={window_sigma_px!r}: expected > 0')
+    return left, right, disp
+
+
+def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
+                     window_sigma_px: float = 2.5, iterations: int = 2,
+                     max_shift_px: float = 0.75) -> np.ndarray:
+    """(H, W) disparity [px] of the left image, NaN invalid -> refined, same NaNs.
+
+    left, right: (H, W) rectified grey images (any scale, the same for both). A pixel whose
+    window has no texture (sum of weighted squared gradients 0) keeps its input disparity.
+    """
+    left, right, disp = _checked(left, right, disparity_px, window_sigma_px)
     if not (isinstance(iterations, int) and iterations >= 0):
         raise ValueError(f'iterations={iterations!r}: expected an integer >= 0')
     if not max_shift_px > 0:
@@ -105,14 +111,7 @@ def match_zncc(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
     on textured ground scores near 1 (noise and the two views' emission angles lower it a
     little); a wrong one near 0.
     """
-    left = np.asarray(left, np.float32)
-    right = np.asarray(right, np.float32)
-    disp = np.asarray(disparity_px, np.float32)
-    if left.ndim != 2 or left.shape != right.shape or left.shape != disp.shape:
-        raise ValueError(f'left {left.shape}, right {right.shape}, disparity {disp.shape}: '
-                         'expected the same (H, W)')
-    if not window_sigma_px > 0:
-        raise ValueError(f'window_sigma_px={window_sigma_px!r}: expected > 0')
+    left, right, disp = _checked(left, right, disparity_px, window_sigma_px)
     valid = np.isfinite(disp)
     cols, rows = _pixel_grid(*disp.shape)
     warped = cv2.remap(right, cols - np.where(valid, disp, 0.0).astype(np.float32), rows,
