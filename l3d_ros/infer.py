@@ -19,6 +19,7 @@ import numpy as np
 from l3d_ros.backends import DepthResult, finalize, make_backend, to_gray01
 from l3d_ros.config import BACKENDS, load_node_config, StereoNodeConfig
 from l3d_ros.dataset import list_pairs, read_pair, StereoPair
+from l3d_ros.geometry import depth_to_disparity
 from l3d_ros.site import frame_hazard, FrameHazard
 
 
@@ -62,29 +63,35 @@ class DepthSource:
         self.fallbacks: list[str] = []
         self._sgbm = None
 
-    def depth(self, pair: StereoPair, left01: np.ndarray,
-              right01: np.ndarray) -> tuple[DepthResult, float]:
-        """(result after the node's validity rules, seconds spent computing the depth)."""
+    def raw(self, pair: StereoPair, left01: np.ndarray,
+            right01: np.ndarray) -> tuple[DepthResult, float]:
+        """(the backend's result before the node's validity rules, seconds it took)."""
         t0 = time.perf_counter()
         if self.backend is None:
             if pair.depth_m is None:
                 raise FileNotFoundError(f'pair {pair.name!r}: backend oracle needs depth.npy')
             depth = pair.depth_m
             conf = np.isfinite(depth).astype(np.float32)
-        else:
-            try:
-                raw = self.backend.compute(left01, right01, pair.calib)
-            except Exception as exc:  # noqa: BLE001 - the node's rule: the frame is SGBM's
-                if self.name == 'sgbm':
-                    raise
-                self.fallbacks.append(f'{pair.name}: {self.name} failed ({exc}); sgbm used')
-                print(f'l3d: {self.fallbacks[-1]}', file=sys.stderr)
-                self._sgbm = self._sgbm or make_backend('sgbm', self.cfg)
-                raw = self._sgbm.compute(left01, right01, pair.calib)
-            depth, conf = raw.depth_m, raw.confidence
-        elapsed = time.perf_counter() - t0
+            result = DepthResult(depth, conf, depth_to_disparity(depth, pair.calib.fx,
+                                                                 pair.calib.baseline_m))
+            return result, time.perf_counter() - t0
+        try:
+            result = self.backend.compute(left01, right01, pair.calib)
+        except Exception as exc:  # noqa: BLE001 - the node's rule: the frame is SGBM's
+            if self.name == 'sgbm':
+                raise
+            self.fallbacks.append(f'{pair.name}: {self.name} failed ({exc}); sgbm used')
+            print(f'l3d: {self.fallbacks[-1]}', file=sys.stderr)
+            self._sgbm = self._sgbm or make_backend('sgbm', self.cfg)
+            result = self._sgbm.compute(left01, right01, pair.calib)
+        return result, time.perf_counter() - t0
+
+    def depth(self, pair: StereoPair, left01: np.ndarray,
+              right01: np.ndarray) -> tuple[DepthResult, float]:
+        """(result after the node's validity rules, seconds spent computing the depth)."""
+        raw, elapsed = self.raw(pair, left01, right01)
         c = self.cfg
-        return finalize(depth, conf, pair.calib, c.depth_min_m, c.depth_max_m,
+        return finalize(raw.depth_m, raw.confidence, pair.calib, c.depth_min_m, c.depth_max_m,
                         c.confidence_min), elapsed
 
 

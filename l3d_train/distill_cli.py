@@ -131,12 +131,7 @@ def depth_metrics(backend, dataset: Path) -> dict:
     for folder in pairs:
         pair = read_pair(folder)
         left01, right01 = to_gray01(pair.left), to_gray01(pair.right)
-        if source.backend is None:
-            raw, seconds = source.depth(pair, left01, right01)
-        else:
-            t0 = time.perf_counter()
-            raw = source.backend.compute(left01, right01, pair.calib)
-            seconds = time.perf_counter() - t0
+        raw, seconds = source.raw(pair, left01, right01)
         latency_ms.append(1e3 * seconds)
         for conf_min, c, ch in ((cfg.confidence_min, counts, chamfers),
                                 (0.0, counts_all, chamfers_all)):
@@ -150,6 +145,7 @@ def depth_metrics(backend, dataset: Path) -> dict:
         finite = [c for c in values if np.isfinite(c)]
         out[key] = float(np.mean(finite)) if finite else float('nan')
     out['latency_ms_median'] = float(np.median(latency_ms))
+    out['fallback_pairs'] = len(source.fallbacks)
     return out
 
 
@@ -348,7 +344,14 @@ def _flight(args, teacher, teacher_path, data, cache) -> int:
     best = min(candidates, key=lambda r: candidates[r][2]['abs_rel_all'])
     model, meta, _ = candidates[best]
     onnx_path = export_onnx(model, args.out / 'flight.onnx')
-    backend = OnnxStudentBackend(onnx_path, file_sha256(onnx_path), model.spec.input_size)
+    # evaluated as the node runs it: exposure matching, sub-pixel refinement, range guard and
+    # frame verification (a refused pair is SGBM's, counted in fallback_pairs)
+    node, input_mean = load_node_config(), training_input_mean(data['train'])
+    backend = OnnxStudentBackend(onnx_path, file_sha256(onnx_path), model.spec.input_size,
+                                 input_mean=input_mean,
+                                 subpixel_window_px=node.subpixel_window_px,
+                                 max_disp_px=model.spec.max_disp_px,
+                                 verify_unmatched_max=node.student.verify_unmatched_max)
     t0 = time.perf_counter()
     figures = {
         'depth_set': f'{data["eval"]} (seed {EVAL_SEED}, 30-150 m, 512x512)',
@@ -398,7 +401,7 @@ def _flight(args, teacher, teacher_path, data, cache) -> int:
         'trained_on': target,
         'selection': selection, 'teacher': teacher_record(teacher, teacher_path),
         'eval': figures, 'data': record, 'train_wall_s': meta['train_wall_s'],
-        'input_mean': training_input_mean(data['train'])})
+        'input_mean': input_mean})
     path = update_manifest(args.out, entry)
     print(json.dumps(figures, indent=2))
     print(f'wrote {onnx_path} and {path}')
