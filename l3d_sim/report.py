@@ -105,7 +105,8 @@ def plot_hazard_map(result: dict, arrays: dict, path: Path) -> None:
         axes[0].imshow(occ, origin='lower', extent=ext, cmap='RdYlGn_r', vmin=0, vmax=100)
         axes[0].set_xlim(ext_gt[:2])
         axes[0].set_ylim(ext_gt[2:])
-    axes[0].set_title(f'{result["mode"]}: last hazard_map (grey: unknown)')
+    axes[0].set_title(f'{result["mode"]}: last hazard_map (green safe, orange unproven, '
+                      'red hazard, grey unknown)', fontsize=9)
     for ax in axes:
         ax.set_facecolor('0.6')
         ax.plot(*result['nominal_xy_m'], 'k+', ms=14, mew=2, label='nominal')
