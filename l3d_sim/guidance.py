@@ -26,12 +26,10 @@ from l3d_sim.mission_config import GuidanceConfig
 SAFE_OCCUPANCY_MAX = 49     # OccupancyGrid values 0..49 are safe (l3d_ros.hazard_to_occupancy)
 
 
-def target_is_safe(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
-                   footprint_m: float) -> bool:
-    """True when every map cell within footprint/2 of `xy_m` is known and safe (0..49).
-
-    occupancy: (H, W) int8 OccupancyGrid values on `grid`; cells off the grid are unknown.
-    """
+def footprint_values(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
+                     footprint_m: float) -> np.ndarray | None:
+    """The map values (int8) of every cell within footprint/2 of `xy_m`, or None when part of
+    that disc is off the grid."""
     x, y = (float(v) for v in np.asarray(xy_m).reshape(2))
     r = footprint_m / 2
     rows, cols = grid.shape
@@ -44,25 +42,40 @@ def target_is_safe(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
     cx, cy = grid.cell_centre(ii, jj)
     disc = np.hypot(cx - x, cy - y) <= r
     if not disc.any():
-        return False
+        return None
     ii, jj = ii[disc], jj[disc]
     if ii.min() < 0 or jj.min() < 0 or ii.max() >= rows or jj.max() >= cols:
-        return False
-    values = occupancy[ii, jj]
-    return bool(((values >= 0) & (values <= SAFE_OCCUPANCY_MAX)).all())
+        return None
+    return occupancy[ii, jj]
+
+
+def target_is_safe(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
+                   footprint_m: float) -> bool:
+    """True when every map cell within footprint/2 of `xy_m` is known and safe (0..49).
+
+    occupancy: (H, W) int8 OccupancyGrid values on `grid`; cells off the grid are unknown.
+    """
+    values = footprint_values(occupancy, grid, xy_m, footprint_m)
+    return values is not None and bool(
+        ((values >= 0) & (values <= SAFE_OCCUPANCY_MAX)).all())
 
 
 UNPROVEN_OCCUPANCY = (50, 99)   # measured, not safe, no hazard shown (hazard_to_occupancy)
 UNPROVEN_WEIGHT = 0.5       # an unproven cell counts this much of a safe one in a survey
 
 
-def survey_share(occupancy: np.ndarray, grid: GridGeometry, radius_m: float) -> np.ndarray:
+def survey_share(occupancy: np.ndarray, grid: GridGeometry, radius_m: float,
+                 measured: bool = False) -> np.ndarray:
     """(H, W) share of the cells within `radius_m` of each cell that promise a landing site:
     a cell labelled safe counts 1, an unproven one (measured, no hazard shown, roughness not
-    yet certified) UNPROVEN_WEIGHT, hazard and unknown cells 0."""
-    safe = ((occupancy >= 0) & (occupancy <= SAFE_OCCUPANCY_MAX)).astype(np.float32)
-    lo, hi = UNPROVEN_OCCUPANCY
-    safe += np.float32(UNPROVEN_WEIGHT) * ((occupancy >= lo) & (occupancy <= hi))
+    yet certified) UNPROVEN_WEIGHT, hazard and unknown cells 0. measured: the share of cells
+    that are not unknown instead."""
+    if measured:
+        safe = (occupancy >= 0).astype(np.float32)
+    else:
+        safe = ((occupancy >= 0) & (occupancy <= SAFE_OCCUPANCY_MAX)).astype(np.float32)
+        lo, hi = UNPROVEN_OCCUPANCY
+        safe += np.float32(UNPROVEN_WEIGHT) * ((occupancy >= lo) & (occupancy <= hi))
     r = max(1, int(round(radius_m / grid.cell_m)))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(
         np.float32)
@@ -80,6 +93,9 @@ class Guidance:
     target_xy_m: np.ndarray = field(init=False)
     phase: str = field(init=False, default='approach')
     retargets: int = field(init=False, default=0)
+    # promise of the target (survey_share; 1 once certified) when a map last showed it: a
+    # scan whose window does not reach the target (the lander still far from it) keeps it
+    target_promise: float = field(init=False, default=0.0)
 
     def __post_init__(self):
         self.nominal_xy_m = np.asarray(self.nominal_xy_m, np.float64).reshape(2)
@@ -89,13 +105,19 @@ class Guidance:
                   site_xy_m: np.ndarray | None, position_m: np.ndarray,
                   altitude_m: float) -> str:
         """One scan's hazard map and safe site (None: none safe). Returns the decision:
-        'keep' (target safe), 'retarget', 'no_site', 'out_of_budget' or 'frozen'."""
+        'keep' (target safe), 'retarget', 'hold' (the target was certified at an earlier scan;
+        this one shows no hazard in its footprint, only cells it cannot certify, and no other
+        site: it is kept rather than traded for uncertified ground), 'survey', 'no_site',
+        'out_of_budget' or 'frozen'."""
         if self.phase == 'terminal':
             return 'frozen'
         if occupancy is not None and target_is_safe(occupancy, grid, self.target_xy_m,
                                                     self.hazard.footprint_m):
+            self.target_promise = 1.0
             return 'keep'
         if site_xy_m is None:
+            if self.target_promise >= 1.0 and not self._hazard_shown(occupancy, grid):
+                return 'hold'
             return self._survey(occupancy, grid, position_m, altitude_m)
         site = np.asarray(site_xy_m, np.float64).reshape(2)
         from_nominal = float(np.linalg.norm(site - self.nominal_xy_m))
@@ -104,8 +126,16 @@ class Guidance:
                 or step > self.cfg.divert_per_altitude * max(altitude_m, 0.0)):
             return 'out_of_budget'
         self.target_xy_m = site
+        self.target_promise = 1.0
         self.retargets += 1
         return 'retarget'
+
+    def _hazard_shown(self, occupancy, grid) -> bool:
+        """The map shows a hazard (100) within the target's footprint."""
+        if occupancy is None:
+            return False
+        values = footprint_values(occupancy, grid, self.target_xy_m, self.hazard.footprint_m)
+        return values is not None and bool((values == 100).any())
 
     def _survey(self, occupancy, grid, position_m, altitude_m) -> str:
         """No site certified: head for the most promising ground within the divert budget, so
@@ -113,8 +143,13 @@ class Guidance:
         footprint-radius disc (certified cells 1, unproven ones 1/2: high up, where no 0.3 m
         rock can be resolved yet, it is the ground without slopes, crater walls or boulders
         the data show), less `survey_distance_weight` per divert_max_m of distance from the
-        current target; a move needs survey_share_min and 0.1 more promise than the current
-        target. The new target is not a site: nothing was certified there. Else 'no_site'."""
+        current target; a move needs a promise of survey_share_min and, less that distance
+        term, 0.1 more than the current target has (so a far move must promise more): in this
+        map where it shows the target's disc (half of it measured), else
+        as last shown (`target_promise`; a map of the ground below a lander still far from
+        its target says nothing of the target, and reading that as no promise made the
+        target jump tens of metres at every scan). The new target is not a site: nothing was
+        certified there. Else 'no_site'."""
         c = self.cfg
         if occupancy is None or c.survey_share_min <= 0:
             return 'no_site'
@@ -130,10 +165,13 @@ class Guidance:
         k = int(np.argmax(np.where(reach, score, -np.inf)))
         best = float(share.flat[k]) if reach.flat[k] else 0.0
         i, j = grid.cell_index(np.array([self.target_xy_m[0]]), np.array([self.target_xy_m[1]]))
-        here = float(share[i[0], j[0]]) if i[0] >= 0 else 0.0
-        if best < c.survey_share_min or best < here + 0.1:
+        measured = survey_share(occupancy, grid, self.hazard.footprint_m, measured=True)
+        if i[0] >= 0 and measured[i[0], j[0]] >= 0.5:
+            self.target_promise = float(share[i[0], j[0]])
+        if best < c.survey_share_min or float(score.flat[k]) < self.target_promise + 0.1:
             return 'no_site'
         self.target_xy_m = np.array([x.flat[k], y.flat[k]])
+        self.target_promise = best
         return 'survey'
 
     def command(self, position_m: np.ndarray, velocity_m_s: np.ndarray,
@@ -164,4 +202,5 @@ class Guidance:
         return np.array([accel_xy[0], accel_xy[1], max(accel_z, 0.0)])
 
 
-__all__ = ['Guidance', 'target_is_safe', 'survey_share', 'SAFE_OCCUPANCY_MAX']
+__all__ = ['footprint_values', 'Guidance', 'target_is_safe', 'survey_share',
+           'SAFE_OCCUPANCY_MAX']

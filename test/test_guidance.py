@@ -133,6 +133,56 @@ def test_survey_high_up_heads_for_unproven_ground_and_prefers_certified_and_near
     assert g.on_hazard(occ, grid, None, np.zeros(3), 120.0) == 'no_site'
 
 
+def test_survey_keeps_its_target_when_a_scan_does_not_reach_it():
+    """A scan's map covers the ground below the lander; while it flies towards a survey target
+    beyond that window, the target keeps the promise it was chosen for, so a window of
+    mediocre ground does not make it jump (docs/land200: 20-40 m jumps at every scan, then a
+    landing where nothing was certified)."""
+    cfg = replace(GuidanceConfig(), survey_share_min=0.3)
+    far_grid = GridGeometry((-40.0, -10.0), 0.2, (100, 200))          # x -40..0, y -10..10
+    occ = np.full(far_grid.shape, -1, np.int8)
+    occ[:, 130:170] = 60                                               # unproven, x -14..-6
+    g = Guidance(cfg, HAZARD, [0.0, 0.0])
+    assert g.on_hazard(occ, far_grid, None, np.zeros(3), 120.0) == 'survey'
+    target = g.target_xy_m.copy()
+    assert g.target_promise == pytest.approx(0.5, abs=0.01)
+    near = GridGeometry((10.0, -10.0), 0.2, (100, 100))                # x 10..30: not the target
+    occ2 = np.full(near.shape, -1, np.int8)
+    occ2[:, 20:80] = 60                                                # as promising, no better
+    assert g.on_hazard(occ2, near, None, np.array([8.0, 0.0, 0.0]), 80.0) == 'no_site'
+    np.testing.assert_allclose(g.target_xy_m, target)
+    occ2[:, 20:80] = 20                                                # certified there: better
+    assert g.on_hazard(occ2, near, None, np.array([8.0, 0.0, 0.0]), 80.0) == 'survey'
+    assert g.target_xy_m[0] > 10.0 and g.target_promise > 0.9
+    # a map that shows the target worse than promised updates the promise, and moves on
+    g = Guidance(cfg, HAZARD, [0.0, 0.0])
+    g.on_hazard(occ, far_grid, None, np.zeros(3), 120.0)
+    occ[:] = 100
+    occ[:, 0:40] = 60                                                  # unproven, x -40..-32
+    assert g.on_hazard(occ, far_grid, None, np.zeros(3), 100.0) == 'survey'
+    assert g.target_xy_m[0] < -30.0
+
+
+def test_a_certified_target_is_held_until_a_scan_shows_a_hazard_in_its_footprint():
+    """Certified at one scan, merely uncertifiable at the next (a close call, shadow): the
+    target is held, not traded for uncertified ground; a hazard in its footprint releases it,
+    and a site certified now still wins."""
+    cfg = replace(GuidanceConfig(), survey_share_min=0.3)
+    g = Guidance(cfg, HAZARD, [0.0, 0.0])
+    assert g.on_hazard(safe_map(), GRID, None, np.zeros(3), 30.0) == 'keep'
+    occ = np.full(GRID.shape, 60, np.int8)           # nothing certifiable any more ...
+    occ[:, 75:] = 10                                 # ... but safe ground 5-10 m east
+    occ[45:55, 45:55] = -1                           # and a shadow on the target
+    assert g.on_hazard(occ, GRID, None, np.zeros(3), 24.0) == 'hold'
+    np.testing.assert_allclose(g.target_xy_m, [0.0, 0.0])
+    assert g.on_hazard(occ, GRID, np.array([7.0, 0.0]), np.zeros(3), 24.0) == 'retarget'
+    g = Guidance(cfg, HAZARD, [0.0, 0.0])
+    g.on_hazard(safe_map(), GRID, None, np.zeros(3), 30.0)
+    occ[50, 52] = 100                                # a hazard 0.4 m from the target
+    assert g.on_hazard(occ, GRID, None, np.zeros(3), 24.0) == 'survey'
+    assert g.target_xy_m[0] > 5.0
+
+
 def test_survey_heads_for_the_ground_the_map_calls_safe_and_only_when_asked():
     occ = np.full(GRID.shape, -1, np.int8)           # nothing known ...
     occ[40:60, 40:60] = 100                          # ... a hazard around the target ...
