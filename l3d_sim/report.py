@@ -25,7 +25,9 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo, hi = centre - half, centre + half
+    # exact at the ends: rounding put 100/100's upper bound at 1 - 1e-16, below the rate
+    return (0.0 if k == 0 else max(0.0, lo), 1.0 if k == n else min(1.0, hi))
 
 
 def _load_arrays(out: Path, mode: str, index: int) -> dict | None:
@@ -44,7 +46,8 @@ def plot_safe_rates(summary: dict, path: Path) -> None:
         rate = m['safe_rate'] or 0.0
         lo, hi = wilson_interval(m['safe_landings'], m['runs'])
         ax.bar(i, rate, color=COLORS.get(mode, 'grey'))
-        ax.errorbar(i, rate, yerr=[[rate - lo], [hi - rate]], color='k', capsize=4)
+        ax.errorbar(i, rate, yerr=[[max(rate - lo, 0.0)], [max(hi - rate, 0.0)]], color='k',
+                    capsize=4)
         ax.text(i, min(rate + 0.03, 1.02), f'{m["safe_landings"]}/{m["runs"]}', ha='center')
     ax.set_xticks(range(len(modes)), modes)
     ax.set_ylim(0, 1.1)
