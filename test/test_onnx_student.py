@@ -167,3 +167,16 @@ def test_range_end_disparities_are_unknown(exported):
         np.full((1, 1, 1, 4), 0.9, np.float32)])})()
     _, conf = backend.infer(np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float32))
     np.testing.assert_array_equal(conf, np.float32([[0.9, 0.9, 0.0, 0.0]]))   # >= 8 - 1 px
+
+
+def test_shipped_student_leaves_untextured_ground_unknown():
+    """Where the images hold no texture (a shadow) the student's disparity is a fill from the
+    ground around it, not a measurement: confidence 0 there, as SGBM leaves it empty."""
+    backend = OnnxStudentBackend.from_manifest(SHIPPED.parent, StudentConfig(
+        model=str(SHIPPED)), subpixel_window_px=2.5)
+    left, right, frame = _sim_pair((60.0, 80.0), 11)
+    left[200:300, 200:300] = 0.01                          # a black patch seen by both views
+    right[200:300, 180:300] = 0.01
+    result = backend.compute(left, right, frame.calib)
+    assert (result.confidence[210:290, 215:290] == 0).all()
+    assert (result.confidence[:150] > 0).mean() > 0.8      # textured ground keeps its depth

@@ -9,6 +9,12 @@ The file's sha256 must match the manifest, or the backend refuses it (the pipeli
 SGBM).
 
 What the student cannot know is not published as depth:
+- where the images hold no texture to match (shadow, washed-out ground: `match_zncc` has
+  nothing to correlate) its disparity is a fill from the matched ground around, not a
+  measurement: confidence 0 there, as SGBM leaves such pixels empty. At 20-40 m those fills
+  were the student's gross errors (|disparity error| p99 17.9 px over all pixels, 2.5 px over
+  the textured ones, `l3d sim dataset --seed 7400`, 20-40 m), and a flat fill over a
+  shadowed crater floor reads as safe ground;
 - its matcher searches max_disp_px (manifest `spec`) at the input size: a disparity at the top
   of that range may be the range's end, not the scene's, so those pixels get confidence 0;
 - a frame whose matches do not verify in the images themselves is refused with a ValueError,
@@ -196,18 +202,19 @@ class OnnxStudentBackend:
             refined = refine_disparity(left01, right01, result.disparity_px,
                                        self.subpixel_window_px)
             result = disparity_to_result(refined, result.confidence, calib)
-        if self.verify_unmatched_max < 1:
-            self.verify(left01, right01, result)
-        return result
-
-    def verify(self, left01: np.ndarray, right01: np.ndarray, result: DepthResult) -> None:
-        """ValueError when more than verify_unmatched_max of the frame's textured, confidently
-        matched pixels have a window ZNCC (`match_zncc`, the refinement's window) below
-        VERIFY_ZNCC_MIN, or when fewer than VERIFY_TEXTURED_MIN of its pixels are textured and
-        matched: nothing in the images then supports the student's depth (a washed-out frame
-        at 11-13 m, 0.7 % textured, came out 2.2x too far with confidence)."""
         disp = np.where(result.confidence > 0, result.disparity_px, np.nan).astype(np.float32)
         zncc = match_zncc(left01, right01, disp, self.subpixel_window_px or 2.5)
+        if self.verify_unmatched_max < 1:
+            self.verify(zncc)
+        conf = np.where(np.isfinite(zncc), result.confidence, np.float32(0))
+        return DepthResult(result.depth_m, conf, result.disparity_px)
+
+    def verify(self, zncc: np.ndarray) -> None:
+        """ValueError when more than verify_unmatched_max of the frame's textured, confidently
+        matched pixels have a window ZNCC (`match_zncc` of the frame, NaN where untextured or
+        unmatched) below VERIFY_ZNCC_MIN, or when fewer than VERIFY_TEXTURED_MIN of its pixels
+        are textured and matched: nothing in the images then supports the student's depth (a
+        washed-out frame at 11-13 m, 0.7 % textured, came out 2.2x too far with confidence)."""
         checked = np.isfinite(zncc)
         if checked.mean() < VERIFY_TEXTURED_MIN:
             raise ValueError(f'matches cannot be verified: {checked.mean():.1%} of the pixels '
