@@ -84,9 +84,9 @@ class StudentConfig:
     model: str = 'models/manifest.json'  # manifest (or .onnx listed in it); relative to package
     threads: int = 2                      # onnxruntime intra-op threads
     # a frame where more than this share of the textured pixels' matches do not verify in the
-    # images (window ZNCC of left vs right warped by the student's disparity < 0.5) is
-    # refused: SGBM takes it (onnx_student.VERIFY_ZNCC_MIN)
-    verify_unmatched_max: float = 0.2     # [0, 1]; 1 disables
+    # images (window ZNCC of left vs right warped by the student's disparity < 0.5, or off its
+    # peak) is refused: SGBM takes it (onnx_student.VERIFY_ZNCC_MIN, subpixel.off_peak)
+    verify_unmatched_max: float = 0.4     # [0, 1]; 1 disables
 
     def __post_init__(self):
         check(isinstance(self.threads, int) and 1 <= self.threads <= 64,

@@ -17,14 +17,18 @@ What the student cannot know is not published as depth:
   shadowed crater floor reads as safe ground;
 - its matcher searches max_disp_px (manifest `spec`) at the input size: a disparity at the top
   of that range may be the range's end, not the scene's, so those pixels get confidence 0;
+- a disparity off its correlation peak (`subpixel.off_peak`: the window ZNCC of the left
+  image against the right one warped by the disparity is higher 1 px either side) gets
+  confidence 0: 78-79 % of the shipped student's disparities off by more than 1 px are, and
+  1.5-5 % of the others (held-out seeds 9000, 30-150 m, and 7400, 20-40 m);
 - a frame whose matches do not verify in the images themselves is refused with a ValueError,
   and the pipeline's SGBM takes the frame: more than `verify_unmatched_max` of its textured,
-  matched pixels have a window ZNCC (left image against the right one warped by the
-  disparity) below VERIFY_ZNCC_MIN. Measured with the student trained at 30-150 m on
-  simulator pairs: at 30-150 m 2.6-7.3 % of the textured pixels per frame do not verify
-  (AbsRel 0.002-0.015); at 11-16 m, beyond its range, 51-86 % (AbsRel 1.1-1.6, published
-  with confidence before this check); at 20-28 m up to 55 %, the frames above 20 % with
-  AbsRel 0.012-0.43.
+  matched pixels have a window ZNCC below VERIFY_ZNCC_MIN or are off their peak. Measured
+  with the shipped student (trained at 20-150 m): 2-16 % of the textured pixels per frame at
+  30-150 m (seed 9000), 7-30 % on the frames of 20-40 m whose median disparity error is
+  below 0.2 px, 56-93 % on those (low sun, 18-69 % textured) where it is 0.3-1.6 px (seed
+  7400); at 11-16 m, beyond its range, ZNCC alone fails 51-86 % (AbsRel 1.1-1.6, published
+  with confidence before these checks).
 """
 import hashlib
 import json
@@ -35,7 +39,7 @@ import numpy as np
 import onnxruntime as ort
 
 from l3d_ros.backends.base import DepthResult
-from l3d_ros.backends.subpixel import match_zncc, refine_disparity
+from l3d_ros.backends.subpixel import match_zncc, off_peak, refine_disparity
 from l3d_ros.config import StudentConfig
 from l3d_ros.geometry import disparity_to_depth, StereoCalib
 
@@ -203,25 +207,28 @@ class OnnxStudentBackend:
                                        self.subpixel_window_px)
             result = disparity_to_result(refined, result.confidence, calib)
         disp = np.where(result.confidence > 0, result.disparity_px, np.nan).astype(np.float32)
-        zncc = match_zncc(left01, right01, disp, self.subpixel_window_px or 2.5)
+        window = self.subpixel_window_px or 2.5
+        zncc = match_zncc(left01, right01, disp, window)
+        wrong = off_peak(left01, right01, disp, window, zncc)
         if self.verify_unmatched_max < 1:
-            self.verify(zncc)
-        conf = np.where(np.isfinite(zncc), result.confidence, np.float32(0))
+            self.verify(zncc, wrong)
+        conf = np.where(np.isfinite(zncc) & ~wrong, result.confidence, np.float32(0))
         return DepthResult(result.depth_m, conf, result.disparity_px)
 
-    def verify(self, zncc: np.ndarray) -> None:
+    def verify(self, zncc: np.ndarray, wrong: np.ndarray) -> None:
         """ValueError when more than verify_unmatched_max of the frame's textured, confidently
-        matched pixels have a window ZNCC (`match_zncc` of the frame, NaN where untextured or
-        unmatched) below VERIFY_ZNCC_MIN, or when fewer than VERIFY_TEXTURED_MIN of its pixels
-        are textured and matched: nothing in the images then supports the student's depth (a
-        washed-out frame at 11-13 m, 0.7 % textured, came out 2.2x too far with confidence)."""
+        matched pixels (`match_zncc` of the frame finite) do not verify: a window ZNCC below
+        VERIFY_ZNCC_MIN, or off its correlation peak (`wrong`, `off_peak`); or when fewer than
+        VERIFY_TEXTURED_MIN of its pixels are textured and matched: nothing in the images then
+        supports the student's depth (a washed-out frame at 11-13 m, 0.7 % textured, came out
+        2.2x too far with confidence)."""
         checked = np.isfinite(zncc)
         if checked.mean() < VERIFY_TEXTURED_MIN:
             raise ValueError(f'matches cannot be verified: {checked.mean():.1%} of the pixels '
                              f'are textured and matched, fewer than {VERIFY_TEXTURED_MIN:.0%}')
-        unmatched = float(np.mean(zncc[checked] < VERIFY_ZNCC_MIN))
+        unmatched = float(np.mean((zncc[checked] < VERIFY_ZNCC_MIN) | wrong[checked]))
         if unmatched > self.verify_unmatched_max:
             raise ValueError(f'matches do not verify: {unmatched:.0%} of the textured pixels '
-                             f'have a window ZNCC < {VERIFY_ZNCC_MIN}, more than '
-                             f'verify_unmatched_max={self.verify_unmatched_max} (a scene beyond '
-                             "the student's range, or images it cannot match)")
+                             f'have a window ZNCC < {VERIFY_ZNCC_MIN} or off its peak, more '
+                             f'than verify_unmatched_max={self.verify_unmatched_max} (a scene '
+                             "beyond the student's range, or images it cannot match)")

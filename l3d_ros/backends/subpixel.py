@@ -130,4 +130,21 @@ def match_zncc(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
     return np.where(textured, np.clip(zncc, -1.0, 1.0), np.nan).astype(np.float32)
 
 
-__all__ = ['match_zncc', 'refine_disparity']
+def off_peak(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
+             window_sigma_px: float = 2.5, zncc: np.ndarray | None = None,
+             step_px: float = 1.0) -> np.ndarray:
+    """(H, W) bool: True where the disparity is not at its correlation peak, i.e. the window
+    ZNCC (`match_zncc`, passed in when already computed) is higher at disparity +- step_px than
+    at the disparity itself: a match the images do not support. False where any of them is
+    NaN. On held-out simulator pairs this flags 78-79 % of a student's disparities off by more
+    than 1 px and 1.5-5 % of the others (`l3d sim dataset --seed 9000`, 30-150 m, and
+    `--seed 7400` at 20-40 m)."""
+    if zncc is None:
+        zncc = match_zncc(left, right, disparity_px, window_sigma_px)
+    shifted = np.fmax(match_zncc(left, right, disparity_px - step_px, window_sigma_px),
+                      match_zncc(left, right, disparity_px + step_px, window_sigma_px))
+    with np.errstate(invalid='ignore'):
+        return shifted > zncc
+
+
+__all__ = ['match_zncc', 'off_peak', 'refine_disparity']
