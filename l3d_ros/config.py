@@ -85,7 +85,7 @@ class StudentConfig:
     threads: int = 2                      # onnxruntime intra-op threads
     # a frame where more than this share of the textured pixels' matches do not verify in the
     # images (window ZNCC of left vs right warped by the student's disparity < 0.5, or off its
-    # peak) is refused: SGBM takes it (onnx_student.VERIFY_ZNCC_MIN, subpixel.off_peak)
+    # peak) is refused: SGBM takes it (onnx_student.VERIFY_ZNCC_MIN, subpixel.match_peak)
     verify_unmatched_max: float = 0.4     # [0, 1]; 1 disables
 
     def __post_init__(self):

@@ -3,7 +3,7 @@ match verification by window ZNCC."""
 import numpy as np
 import pytest
 
-from l3d_ros.backends.subpixel import match_zncc, off_peak, refine_disparity
+from l3d_ros.backends.subpixel import match_peak, match_zncc, refine_disparity
 
 
 def textured_pair(a, b=0.0, c=0.0, shape=(96, 160), seed=0):
@@ -114,18 +114,20 @@ def test_zncc_is_nan_without_texture_and_names_bad_input():
         match_zncc(flat, flat, flat, window_sigma_px=-1)
 
 
-def test_off_peak_flags_a_disparity_the_images_do_not_support():
+def test_match_peak_flags_a_disparity_the_images_do_not_support():
     """A patch whose disparity is 1.5 px off still correlates (ZNCC well above 0.5 on this
     smooth texture), but better 1 px towards the truth: off its peak; the truth is on it."""
     left, right, d = textured_pair(9.3, 0.01, -0.004)
     true = visible(d)
-    assert inner(off_peak(left, right, true), 24).mean() < 0.02
+    zncc, flagged = match_peak(left, right, true)
+    np.testing.assert_array_equal(zncc, match_zncc(left, right, true))
+    assert inner(flagged, 24).mean() < 0.02
     wrong = true.copy()
     wrong[30:70, 50:110] += 1.5
     zncc = match_zncc(left, right, wrong)
     assert np.nanmedian(zncc[35:65, 55:105]) > 0.5                 # ZNCC alone would pass it
-    flagged = off_peak(left, right, wrong, zncc=zncc)
+    flagged = match_peak(left, right, wrong)[1]
     assert flagged[35:65, 55:105].mean() > 0.9
     nan = true.copy()
     nan[40:50, 60:80] = np.nan
-    assert not off_peak(left, right, nan)[40:50, 60:80].any()
+    assert not match_peak(left, right, nan)[1][40:50, 60:80].any()

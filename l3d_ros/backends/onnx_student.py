@@ -17,7 +17,7 @@ What the student cannot know is not published as depth:
   shadowed crater floor reads as safe ground;
 - its matcher searches max_disp_px (manifest `spec`) at the input size: a disparity at the top
   of that range may be the range's end, not the scene's, so those pixels get confidence 0;
-- a disparity off its correlation peak (`subpixel.off_peak`: the window ZNCC of the left
+- a disparity off its correlation peak (`subpixel.match_peak`: the window ZNCC of the left
   image against the right one warped by the disparity is higher 1 px either side) gets
   confidence 0: 78-79 % of the shipped student's disparities off by more than 1 px are, and
   1.5-5 % of the others (held-out seeds 9000, 30-150 m, and 7400, 20-40 m);
@@ -39,7 +39,7 @@ import numpy as np
 import onnxruntime as ort
 
 from l3d_ros.backends.base import DepthResult
-from l3d_ros.backends.subpixel import match_zncc, off_peak, refine_disparity
+from l3d_ros.backends.subpixel import match_peak, refine_disparity
 from l3d_ros.config import StudentConfig
 from l3d_ros.geometry import disparity_to_depth, StereoCalib
 
@@ -208,8 +208,7 @@ class OnnxStudentBackend:
             result = disparity_to_result(refined, result.confidence, calib)
         disp = np.where(result.confidence > 0, result.disparity_px, np.nan).astype(np.float32)
         window = self.subpixel_window_px or 2.5
-        zncc = match_zncc(left01, right01, disp, window)
-        wrong = off_peak(left01, right01, disp, window, zncc)
+        zncc, wrong = match_peak(left01, right01, disp, window)
         if self.verify_unmatched_max < 1:
             self.verify(zncc, wrong)
         conf = np.where(np.isfinite(zncc) & ~wrong, result.confidence, np.float32(0))
@@ -218,7 +217,7 @@ class OnnxStudentBackend:
     def verify(self, zncc: np.ndarray, wrong: np.ndarray) -> None:
         """ValueError when more than verify_unmatched_max of the frame's textured, confidently
         matched pixels (`match_zncc` of the frame finite) do not verify: a window ZNCC below
-        VERIFY_ZNCC_MIN, or off its correlation peak (`wrong`, `off_peak`); or when fewer than
+        VERIFY_ZNCC_MIN, or off its correlation peak (`wrong`, `match_peak`); or when fewer than
         VERIFY_TEXTURED_MIN of its pixels are textured and matched: nothing in the images then
         supports the student's depth (a washed-out frame at 11-13 m, 0.7 % textured, came out
         2.2x too far with confidence)."""
