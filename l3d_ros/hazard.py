@@ -45,6 +45,11 @@ COVERAGE_MIN = 0.8          # fraction of a disc's cells that must hold terrain 
 LATTICE_MAX_CELLS = 150     # auto_stride keeps the evaluated lattice at most this many a side
 _CHUNK_ELEMENTS = 1 << 21   # disc samples gathered per chunk of exact cells (8 MB float32)
 BLOCK_MIN_STRIDE = 3         # lattices at least this sparse take moments by blocks
+# hazard_map (OccupancyGrid) grades, `hazard_to_occupancy`: 0..OCCUPANCY_SAFE_MAX safe,
+# OCCUPANCY_UNPROVEN measured with no hazard shown, OCCUPANCY_HAZARD hazard, -1 unknown
+OCCUPANCY_SAFE_MAX = 49
+OCCUPANCY_UNPROVEN = (50, 99)
+OCCUPANCY_HAZARD = 100
 
 
 @dataclass(frozen=True)
@@ -711,13 +716,15 @@ def hazard_to_occupancy(layers: HazardLayers) -> np.ndarray:
     - -1 unknown: no terrain at the cell, or too little in its disc to judge it.
     """
     occ = np.full(layers.hazard.shape, -1, np.int8)
-    occ[layers.hazard == HAZARD_HAZARD] = 100
+    occ[layers.hazard == HAZARD_HAZARD] = OCCUPANCY_HAZARD
     safe = layers.hazard == HAZARD_SAFE
-    occ[safe] = np.clip(np.floor(50 * layers.margin[safe]), 0, 49).astype(np.int8)
+    occ[safe] = np.clip(np.floor((OCCUPANCY_SAFE_MAX + 1) * layers.margin[safe]), 0,
+                        OCCUPANCY_SAFE_MAX).astype(np.int8)
     measured = ~safe & np.isfinite(layers.evidence)
     ev = layers.evidence[measured]
-    occ[measured] = np.where(ev <= 1.0, 50 + np.floor(49 * np.maximum(ev, 0)), 100).astype(
-        np.int8)
+    lo, hi = OCCUPANCY_UNPROVEN
+    occ[measured] = np.where(ev <= 1.0, lo + np.floor((hi - lo) * np.maximum(ev, 0)),
+                             OCCUPANCY_HAZARD).astype(np.int8)
     return occ
 
 

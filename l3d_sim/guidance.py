@@ -24,10 +24,9 @@ import cv2
 import numpy as np
 
 from l3d_ros.config import HazardConfig
-from l3d_ros.hazard import GridGeometry
+from l3d_ros.hazard import (GridGeometry, OCCUPANCY_HAZARD, OCCUPANCY_SAFE_MAX,
+                            OCCUPANCY_UNPROVEN)
 from l3d_sim.mission_config import GuidanceConfig
-
-SAFE_OCCUPANCY_MAX = 49     # OccupancyGrid values 0..49 are safe (l3d_ros.hazard_to_occupancy)
 
 
 def footprint_values(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
@@ -61,10 +60,9 @@ def target_is_safe(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
     """
     values = footprint_values(occupancy, grid, xy_m, footprint_m)
     return values is not None and bool(
-        ((values >= 0) & (values <= SAFE_OCCUPANCY_MAX)).all())
+        ((values >= 0) & (values <= OCCUPANCY_SAFE_MAX)).all())
 
 
-UNPROVEN_OCCUPANCY = (50, 99)   # measured, not safe, no hazard shown (hazard_to_occupancy)
 UNPROVEN_WEIGHT = 0.5       # an unproven cell counts this much of a safe one in a survey
 
 
@@ -77,8 +75,8 @@ def survey_share(occupancy: np.ndarray, grid: GridGeometry, radius_m: float,
     if measured:
         safe = (occupancy >= 0).astype(np.float32)
     else:
-        safe = ((occupancy >= 0) & (occupancy <= SAFE_OCCUPANCY_MAX)).astype(np.float32)
-        lo, hi = UNPROVEN_OCCUPANCY
+        safe = ((occupancy >= 0) & (occupancy <= OCCUPANCY_SAFE_MAX)).astype(np.float32)
+        lo, hi = OCCUPANCY_UNPROVEN
         safe += np.float32(UNPROVEN_WEIGHT) * ((occupancy >= lo) & (occupancy <= hi))
     r = max(1, int(round(radius_m / grid.cell_m)))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(
@@ -135,11 +133,11 @@ class Guidance:
         return 'retarget'
 
     def _hazard_shown(self, occupancy, grid) -> bool:
-        """The map shows a hazard (100) within the target's footprint."""
+        """The map shows a hazard (OCCUPANCY_HAZARD) within the target's footprint."""
         if occupancy is None:
             return False
         values = footprint_values(occupancy, grid, self.target_xy_m, self.hazard.footprint_m)
-        return values is not None and bool((values == 100).any())
+        return values is not None and bool((values == OCCUPANCY_HAZARD).any())
 
     def _survey(self, occupancy, grid, position_m, altitude_m) -> str:
         """No site certified: head for the most promising ground within the divert budget, so
@@ -206,5 +204,4 @@ class Guidance:
         return np.array([accel_xy[0], accel_xy[1], max(accel_z, 0.0)])
 
 
-__all__ = ['footprint_values', 'Guidance', 'target_is_safe', 'survey_share',
-           'SAFE_OCCUPANCY_MAX']
+__all__ = ['footprint_values', 'Guidance', 'target_is_safe', 'survey_share']
