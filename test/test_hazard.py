@@ -392,3 +392,43 @@ def test_refined_matches_full_resolution(seed, sigma_m, stride):
     labels_near = sum((cv2.dilate((full.hazard == v).astype(np.uint8), kernel) > 0).astype(int)
                       for v in (0, 1, 255))       # labels within one lattice spacing
     assert not (wrong & (labels_near < 2)).any()
+
+
+def test_residual_sigma_finds_independent_noise_not_planes_or_rocks():
+    from l3d_ros.dem import residual_sigma
+    rng = np.random.default_rng(3)
+    r, c = np.mgrid[0:120, 0:120] * 0.2
+    plane = 0.15 * c - 0.05 * r                                  # 8.5 deg tilt
+    noisy = residual_sigma(plane + rng.normal(0, 0.05, plane.shape), 20)
+    assert np.all(np.abs(noisy / 0.05 - 1) < 0.2)                # each 20x20 tile within 20 %
+    rocky = plane.copy()
+    rocky[rng.integers(0, 120, 40), rng.integers(0, 120, 40)] += 0.5   # 40 one-cell rocks
+    assert np.nanmax(residual_sigma(rocky, 20)) < 0.005          # a few cells move no median
+    holes = plane + rng.normal(0, 0.05, plane.shape)
+    holes[:, :60][rng.random((120, 60)) < 0.6] = np.nan          # left half mostly missing
+    out = residual_sigma(holes, 20)
+    assert np.isnan(out[:, :60]).all() and np.isfinite(out[:, 60:]).all()
+    with pytest.raises(ValueError, match='tile_cells=0'):
+        residual_sigma(plane, 0)
+
+
+def test_depth_noisier_than_the_stereo_model_is_unproven_not_hazard():
+    """Flat ground seen with 4x the matching noise the model assumes (a dim, low-sun scene):
+    the DEM shows that noise, so its spikes are not hazards, and nothing is certified."""
+    from l3d_ros.backends.base import DepthResult
+    from l3d_ros.geometry import depth_sigma_m, StereoCalib
+    from l3d_ros.site import frame_hazard
+    from l3d_ros.hazard import OCCUPANCY_HAZARD, OCCUPANCY_SAFE_MAX
+    calib = StereoCalib(700.0, 700.0, 127.5, 127.5, 2.0, 256, 256)
+    rng = np.random.default_rng(5)
+    sigma_px = depth_sigma_m(np.float32(25.0), calib.fx, calib.baseline_m,
+                             CFG.disparity_sigma_px)
+    # noise correlated over 4x4 px blocks, as a matching window correlates it
+    noise = np.kron(rng.normal(0, 4 * sigma_px, (64, 64)), np.ones((4, 4)))
+    depth = (25.0 + noise).astype(np.float32)
+    res = DepthResult(depth, np.ones_like(depth), calib.fx * calib.baseline_m / depth)
+    out = frame_hazard(res, calib, None, None, CFG)
+    judged = out.occupancy >= 0
+    assert judged.sum() > 500
+    assert (out.occupancy[judged] == OCCUPANCY_HAZARD).mean() < 0.05
+    assert not (out.occupancy[judged] <= OCCUPANCY_SAFE_MAX).any() and out.site is None
