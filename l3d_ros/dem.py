@@ -39,42 +39,6 @@ def points_sigma(depth_m: np.ndarray, calib: StereoCalib, cfg: HazardConfig,
     return sigma.astype(np.float32)
 
 
-def residual_sigma(dem_m: np.ndarray, tile_cells: int) -> np.ndarray:
-    """Height noise the DEM itself shows [m], (H, W) float32, NaN where it cannot tell.
-
-    Each cell's residual to the mean of its 8 neighbours (which removes any plane exactly)
-    is, for noise of sigma independent from cell to cell, N(0, 9/8 sigma^2); terrain adds
-    little at one cell (fBm of a few cm at 0.2 m, rocks a few cells of a tile). The robust
-    sigma 1.4826 MAD / sqrt(9/8) of the residuals of each tile_cells x tile_cells tile with
-    at least a quarter of its cells judged is the tile's value. Errors correlated over
-    neighbouring cells (a matching window wider than a cell) hide from this estimate, so it
-    can only find more noise than the stereo model, never prove less: the caller takes the
-    larger of the two. It finds, for instance, the frames of a dim low-sun scene whose fused
-    heights err 3-4x the stereo model (SGBM at 20-26 m, sun 2-3 deg).
-    """
-    t = int(tile_cells)
-    if t < 1:
-        raise ValueError(f'tile_cells={tile_cells}: expected >= 1')
-    z = np.asarray(dem_m, np.float32)
-    h, w = z.shape
-    pad = np.pad(z, 1, constant_values=np.nan)
-    ring = sum(pad[1 + dr:h + 1 + dr, 1 + dc:w + 1 + dc]
-               for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc)
-    th, tw = -(-h // t), -(-w // t)
-    res = np.full((th * t, tw * t), np.nan, np.float32)
-    res[:h, :w] = np.abs(z - ring / np.float32(8))  # NaN unless all 9 cells hold terrain
-    blocks = np.sort(res.reshape(th, t, tw, t).transpose(0, 2, 1, 3).reshape(th * tw, t * t),
-                     axis=1)                         # NaN sort last
-    n = np.count_nonzero(np.isfinite(blocks), axis=1)
-    enough = n >= max(1, t * t // 4)
-    rows = np.arange(th * tw)
-    lo, hi = np.maximum(n - 1, 0) // 2, np.maximum(n, 1) // 2
-    median = 0.5 * (blocks[rows, lo] + blocks[rows, hi])
-    tile_sigma = np.where(enough, np.float32(1.4826 / math.sqrt(9.0 / 8.0)) * median, np.nan)
-    return np.repeat(np.repeat(tile_sigma.reshape(th, tw).astype(np.float32), t, 0), t,
-                     1)[:h, :w]
-
-
 class DemFusion:
     """Fixed-size height map in `map` fused from (points, sigma) batches."""
 

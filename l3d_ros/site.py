@@ -13,7 +13,7 @@ import numpy as np
 from l3d_ros.backends.base import DepthResult
 from l3d_ros.config import HazardConfig
 from l3d_ros.dataset import HAZARD_SAFE
-from l3d_ros.dem import DemFusion, points_sigma, residual_sigma
+from l3d_ros.dem import DemFusion, points_sigma
 from l3d_ros.geometry import backproject, nadir_pose, StereoCalib, transform_points
 from l3d_ros.hazard import (auto_stride, hazard_from_dem, hazard_to_occupancy, HazardLayers,
                             judgeable_window, pixel_hazard, unknown_layers)
@@ -97,10 +97,7 @@ def frame_hazard(result: DepthResult, calib: StereoCalib,
     ground track (t_x, t_y)). points_cam: backproject(result.depth_m, calib) when the caller
     already has it. exact_depth: the depth is exact (the oracle backend of `l3d infer/eval`,
     which scores the hazard pipeline alone): no stereo sigma, so section 4 is applied to the
-    DEM as is, without sigma margins. Otherwise a cell's sigma is the larger of the fused
-    stereo model's and the noise its footprint-sized tile of the DEM shows
-    (l3d_ros.dem.residual_sigma): dim scenes match worse than the model says.
-    timings_ms: filled with the time of each stage [ms].
+    DEM as is, without sigma margins. timings_ms: filled with the time of each stage [ms].
     """
     clock = [time.perf_counter()]
 
@@ -143,9 +140,6 @@ def frame_hazard(result: DepthResult, calib: StereoCalib,
             wr0, wr1, wc0, wc1 = window
             cells = (cells[0] + wr0, cells[0] + wr1, cells[2] + wc0, cells[2] + wc1)
             dem_m, sigma_m = fusion.dem(cells)
-            if not exact_depth:     # the stereo model's sigma, or the noise the heights show
-                shown = residual_sigma(dem_m, max(1, round(cfg.footprint_m / cfg.cell_m)))
-                sigma_m = np.where(np.isfinite(sigma_m), np.fmax(sigma_m, shown), sigma_m)
             refine = stride is None
             if refine:
                 stride = auto_stride(dem_m.shape, cfg.cell_m, cfg.footprint_m)
