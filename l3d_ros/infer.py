@@ -70,8 +70,11 @@ class DepthSource:
         if self.backend is None:
             if pair.depth_m is None:
                 raise FileNotFoundError(f'pair {pair.name!r}: backend oracle needs depth.npy')
-            depth = pair.depth_m
-            conf = np.isfinite(depth).astype(np.float32)
+            depth = np.asarray(pair.depth_m, np.float32)
+            with np.errstate(invalid='ignore'):
+                valid = np.isfinite(depth) & (depth > 0)     # NaN/inf: no ground truth there
+            depth = np.where(valid, depth, np.float32(np.nan))
+            conf = valid.astype(np.float32)
             result = DepthResult(depth, conf, depth_to_disparity(depth, pair.calib.fx,
                                                                  pair.calib.baseline_m))
             return result, time.perf_counter() - t0
@@ -88,8 +91,14 @@ class DepthSource:
 
     def depth(self, pair: StereoPair, left01: np.ndarray,
               right01: np.ndarray) -> tuple[DepthResult, float]:
-        """(result after the node's validity rules, seconds spent computing the depth)."""
+        """(result after the node's validity rules, seconds spent computing the depth).
+
+        The oracle's depth is the pair's ground truth as it is (INTERFACES.md section 6), not
+        cut to the node's depth range or confidence: it scores the hazard pipeline alone.
+        """
         raw, elapsed = self.raw(pair, left01, right01)
+        if self.backend is None:
+            return raw, elapsed
         c = self.cfg
         return finalize(raw.depth_m, raw.confidence, pair.calib, c.depth_min_m, c.depth_max_m,
                         c.confidence_min), elapsed

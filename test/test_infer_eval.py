@@ -92,6 +92,27 @@ def test_eval_oracle_json(tmp_path):
     assert '| n_pairs | 2 |' in (tmp_path / 'm.md').read_text()
 
 
+def test_oracle_depth_is_the_ground_truth_outside_the_node_range(tmp_path):
+    """`--backend oracle` takes depth.npy as it is (INTERFACES.md section 6): depths beyond
+    the node's depth_min_m / depth_max_m (10 / 400 m) stay; only NaN/inf/<= 0 are none."""
+    _write_dataset(tmp_path / 'data', n=1)
+    pair_dir = tmp_path / 'data' / 'pair_0'
+    depth = np.load(pair_dir / 'depth.npy')
+    depth[:10] = 450.0
+    depth[10:20] = 5.0
+    depth[20, :5] = np.inf
+    depth[21, :5] = -1.0
+    np.save(pair_dir / 'depth.npy', depth)
+    args = argparse.Namespace(dataset=tmp_path / 'data', out=tmp_path / 'out', backend='oracle',
+                              config=None, stride=2, preview=False)
+    assert infer.run(args) == 0
+    got = np.load(tmp_path / 'out' / 'pair_0' / 'depth.npy')
+    conf = np.load(tmp_path / 'out' / 'pair_0' / 'confidence.npy')
+    none = ~np.isfinite(depth) | (depth <= 0)
+    np.testing.assert_array_equal(got[~none], depth[~none])
+    assert np.isnan(got[none]).all() and (conf[none] == 0).all() and (conf[~none] == 1).all()
+
+
 def test_oracle_carries_no_stereo_margin_at_altitude(tmp_path):
     """At 80 m the stereo sigma (~1.1 m) would leave nothing safe; exact depth needs none."""
     _write_dataset(tmp_path / 'data', n=1, altitude_m=80.0)
