@@ -5,6 +5,7 @@ naver/mast3r code: a reduced model with seeded random weights in the official .p
 the official outputs for a landscape batch (2 pairs, 48x64) and a portrait pair (64x48).
 """
 import argparse
+import json
 import os
 from pathlib import Path
 import pickle
@@ -71,6 +72,27 @@ def test_safetensors_round_trip(model, io, tmp_path):
     path = tmp_path / 'tiny.safetensors'
     save_safetensors(model, path)
     again = load_mast3r(path)
+    for a, b in zip(run_case(model, io, 'land'), run_case(again, io, 'land')):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_safetensors_with_hugging_face_config_json(model, io, tmp_path):
+    """The Hugging Face layout of the official repositories: model.safetensors without
+    metadata + config.json of the constructor's keyword arguments (lists, Infinity)."""
+    from safetensors.torch import save_file
+    from l3d_train.mast3r.checkpoint import constructor_string, to_official
+    folder = tmp_path / 'hub'
+    folder.mkdir()
+    state = {k: v.contiguous() for k, v in to_official(model.state_dict()).items()}
+    save_file(state, str(folder / 'model.safetensors'))
+    with pytest.raises(ValueError, match='no constructor'):
+        load_mast3r(folder / 'model.safetensors')
+    _, kwargs = parse_constructor(constructor_string(model.cfg))
+    text = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()})
+    assert 'Infinity' in text
+    (folder / 'config.json').write_text(text)
+    again = load_mast3r(folder / 'model.safetensors')
     for a, b in zip(run_case(model, io, 'land'), run_case(again, io, 'land')):
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)

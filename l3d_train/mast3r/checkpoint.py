@@ -128,8 +128,9 @@ def to_official(state: dict) -> dict:
     return out
 
 
-def build(text: str, state: dict, source: str) -> MASt3R:
-    """Model from an official constructor string and an official-layout state_dict.
+def build(text: str | tuple[str, dict], state: dict, source: str) -> MASt3R:
+    """Model from an official constructor (string, or (class name, keywords)) and an
+    official-layout state_dict.
 
     As the official `load_model`, inference uses the plain patch embedding and no landscape
     transposition. DPT widths, fixed in the official factory, are read from the tensors.
@@ -142,7 +143,7 @@ def build(text: str, state: dict, source: str) -> MASt3R:
                    for i in range(4))}
     except KeyError as exc:
         raise ValueError(f'{source}: state_dict lacks {exc.args[0]} (not a catmlp+dpt MASt3R)')
-    name, kwargs = parse_constructor(text)
+    name, kwargs = parse_constructor(text) if isinstance(text, str) else text
     kwargs = {**kwargs, **dpt, 'landscape_only': False, 'patch_embed_cls': 'PatchEmbedDust3R'}
     model = MASt3R(config_from_kwargs(name, kwargs))
     own = model.state_dict()
@@ -165,11 +166,32 @@ def save_safetensors(model: MASt3R, path: Path) -> None:
     save_file(state, str(path), metadata={'model': constructor_string(model.cfg)})
 
 
+def _tuples(value):
+    """JSON lists -> tuples, recursively (the constructor takes tuples)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def constructor_from_json(data, where: str) -> tuple[str, dict]:
+    """(class name, keywords) from a JSON constructor description: {"model": "Asymmetric
+    MASt3R(...)"} (our sidecar), or the constructor's keyword arguments themselves (the
+    config.json that Hugging Face's PyTorchModelHubMixin writes beside model.safetensors, as
+    in the official naver/MASt3R_* repositories; Infinity for inf)."""
+    if not isinstance(data, dict):
+        raise ValueError(f'{where}: expected a JSON object, got {type(data).__name__}')
+    if isinstance(data.get('model'), str):
+        return parse_constructor(data['model'])
+    kwargs = {k: _tuples(v) for k, v in data.items() if not k.startswith('_')}
+    return 'AsymmetricMASt3R', kwargs
+
+
 def load_mast3r(path) -> torch.nn.Module:
     """Load an official MASt3R .pth or a .safetensors state_dict into MASt3R (eval mode).
 
-    A .safetensors needs its constructor string: metadata key 'model', or a sidecar
-    `<path>.json` (same stem) holding {"model": "AsymmetricMASt3R(...)"}.
+    A .safetensors needs its constructor, first found of: metadata key 'model' (a constructor
+    string, as save_safetensors writes); a sidecar `<stem>.json`; a `config.json` in the same
+    folder (Hugging Face layout: model.safetensors + config.json of keyword arguments). The
+    JSON files hold {"model": "AsymmetricMASt3R(...)"} or the keyword arguments
+    (constructor_from_json).
     """
     path = Path(path)
     if not path.is_file():
@@ -179,11 +201,15 @@ def load_mast3r(path) -> torch.nn.Module:
         with safe_open(str(path), framework='pt') as f:
             text = (f.metadata() or {}).get('model')
             state = {k: f.get_tensor(k) for k in f.keys()}
-        sidecar = path.with_suffix('.json')
-        if text is None and sidecar.is_file():
-            text = json.loads(sidecar.read_text()).get('model')
-        if text is None:
-            raise ValueError(f'{path}: no constructor string (metadata "model" or {sidecar.name})')
-    else:
-        state, text = read_pth(path)
+        constructor = text
+        sidecars = [path.with_suffix('.json'), path.parent / 'config.json']
+        for sidecar in sidecars:
+            if constructor is None and sidecar.is_file():
+                constructor = constructor_from_json(json.loads(sidecar.read_text()),
+                                                    str(sidecar))
+        if constructor is None:
+            raise ValueError(f'{path}: no constructor (metadata "model", '
+                             f'{sidecars[0].name} or {sidecars[1].name} beside it)')
+        return build(constructor, state, str(path))
+    state, text = read_pth(path)
     return build(text, state, str(path))
