@@ -161,7 +161,8 @@ def write_report(folder: Path, summary: dict, results: dict, out: Path) -> Path:
         f'`{summary["backend"]}`, images {summary["image_px"] or "as configured"} px, '
         f'planted target hazard: {summary["target_hazard"]}, wall time '
         f'{summary["wall_s"]:.0f} s with {summary["workers"]} worker(s).', '',
-        f'- safe_rate (HDA, l3d_stereo): **{summary["safe_rate"]}**',
+        f'- safe_rate (HDA, l3d_stereo): **{summary["safe_rate"]}**'
+        + (' (HDA not flown in this campaign)' if summary['safe_rate'] is None else ''),
         f'- oracle_safe_rate (true depth, same hazard code): {summary["oracle_safe_rate"]}',
         f'- blind_safe_rate (no HDA, nominal target): {summary["blind_safe_rate"]}',
         f'- nominal target safe by ground truth in {summary["nominal_safe_rate"]:.2f} of runs',

@@ -23,3 +23,20 @@ def test_safe_rate_plot_of_a_perfect_and_a_zero_mode(tmp_path):
              'blind': {'safe_rate': 0.0, 'safe_landings': 0, 'runs': 100}}
     plot_safe_rates({'modes': modes}, tmp_path / 'rates.png')
     assert (tmp_path / 'rates.png').stat().st_size > 1000
+
+
+def test_headline_safe_rate_is_the_hda_loops_or_none():
+    """safe_rate is HDA's (INTERFACES.md section 6); a campaign without it must not report
+    the oracle's rate under that name."""
+    from l3d_sim.campaign import summarize
+
+    def row(safe):
+        return {'safe': safe, 'nominal_safe': False, 'divert_m': 1.0, 'fuel_kg': 40.0,
+                'vertical_speed_m_s': 1.0, 'frames': [{'latency_s': 0.1}]}
+    oracle = [row(True), row(True)]
+    both = summarize({'oracle': oracle, 'hda': [row(True), row(False)]}, {})
+    assert both['safe_rate'] == 0.5 and both['oracle_safe_rate'] == 1.0
+    assert both['runs'] == 2 and both['safe_landings'] == 1
+    alone = summarize({'oracle': oracle}, {})
+    assert alone['safe_rate'] is None and alone['safe_landings'] is None
+    assert alone['oracle_safe_rate'] == 1.0 and alone['runs'] == 2
