@@ -12,7 +12,11 @@ import subprocess
 import sys
 import time
 
-from l3d_ros.config import default_config_path, read_params_file
+from l3d_ros.config import default_config_path, package_root, read_params_file
+
+# a user's own Fast DDS transport choice, which dds_environment leaves alone
+DDS_USER_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE',
+                 'FASTDDS_BUILTIN_TRANSPORTS')
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,18 @@ def launch_nodes(params_file: Path, namespace: str = '', with_sim: bool = False)
     return nodes
 
 
+def dds_environment(env) -> dict[str, str]:
+    """Variables to add to `env` for the nodes: FASTDDS_DEFAULT_PROFILES_FILE =
+    config/fastdds_images.xml (a 16 MiB shared-memory segment, so images larger than Fast
+    DDS's 512 KiB default, e.g. 512x512 rgb8, are not lost under best-effort QoS), when the
+    RMW is Fast DDS and the user set none of DDS_USER_VARS; else nothing."""
+    if env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp') != 'rmw_fastrtps_cpp':
+        return {}
+    if any(env.get(name) for name in DDS_USER_VARS):
+        return {}
+    return {'FASTDDS_DEFAULT_PROFILES_FILE': str(package_root() / 'config' / 'fastdds_images.xml')}
+
+
 def add_arguments(parser) -> None:
     parser.add_argument('--config', type=Path, default=None,
                         help='ROS 2 parameter file (default: config/lunar_stereo.yaml)')
@@ -58,9 +74,12 @@ def add_arguments(parser) -> None:
 
 
 def start(nodes: list[NodeSpec], params_file: Path, env=None) -> list[subprocess.Popen]:
-    """Start each node in its own process; returns the processes (caller stops them)."""
+    """Start each node in its own process; returns the processes (caller stops them).
+    env (default: this process's) gets dds_environment's additions, as in the launch file."""
+    env = dict(os.environ if env is None else env)
+    env.update(dds_environment(env))
     return [subprocess.Popen([sys.executable, '-m', n.module, *n.ros_args(params_file)],
-                             env=env or os.environ.copy()) for n in nodes]
+                             env=env) for n in nodes]
 
 
 def stop(procs: list[subprocess.Popen], timeout_s: float = 5.0) -> None:

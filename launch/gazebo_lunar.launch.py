@@ -13,10 +13,13 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+from launch.actions import (DeclareLaunchArgument, IncludeLaunchDescription,
+                            SetEnvironmentVariable)
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from l3d_ros.bringup import dds_environment
 
 # gz topic -> (ROS topic relative to the namespace, ROS type, gz type); kept equal to
 # l3d_sim.gazebo.GZ_TOPICS (test/test_gazebo.py checks it)
@@ -61,5 +64,9 @@ def generate_launch_description():
                               description='ROS 2 parameter file of the l3d nodes (YAML)'),
         DeclareLaunchArgument('namespace', default_value='',
                               description='namespace of the bridge and node; topics relative'),
+        # the bridge writes the camera images: the Fast DDS profile of `l3d bringup` (large
+        # images under best effort), unless the user chose a transport
+        *[SetEnvironmentVariable(name, value)
+          for name, value in dds_environment(os.environ).items()],
         gz_sim, bridge, baseline, stereo,
     ])

@@ -8,21 +8,24 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from l3d_ros.bringup import launch_nodes
+from l3d_ros.bringup import dds_environment, launch_nodes
 
 
 def _nodes(context):
     params_file = LaunchConfiguration('config').perform(context)
     namespace = LaunchConfiguration('namespace').perform(context)
     with_sim = LaunchConfiguration('with_sim').perform(context).lower() in ('1', 'true', 'yes')
-    return [Node(package=n.package, executable=n.executable, name=n.name,
-                 namespace=n.namespace, parameters=[params_file],
-                 remappings=list(n.remappings), output='screen', emulate_tty=True)
-            for n in launch_nodes(params_file, namespace, with_sim)]
+    # the Fast DDS profile `l3d bringup` gives its nodes (large images under best effort)
+    dds = [SetEnvironmentVariable(name, value)
+           for name, value in dds_environment(os.environ).items()]
+    return dds + [Node(package=n.package, executable=n.executable, name=n.name,
+                       namespace=n.namespace, parameters=[params_file],
+                       remappings=list(n.remappings), output='screen', emulate_tty=True)
+                  for n in launch_nodes(params_file, namespace, with_sim)]
 
 
 def generate_launch_description():

@@ -95,7 +95,7 @@ def test_launch_file_compiles_and_names_the_right_nodes():
                    "'gz_sim.launch.py'", "package='ros_gz_bridge', executable='parameter_bridge'",
                    "'lunar_stereo.yaml'", "'left/image_rect'", "'right/image_rect'",
                    "'left/camera_info'", "'gz/right/camera_info'",
-                   "executable='l3d_gz_camera_info'"):
+                   "executable='l3d_gz_camera_info'", 'dds_environment(os.environ)'):
         assert needle in text, needle
     for gz_topic in GZ_TOPICS.values():
         assert f"'{gz_topic}'" in text

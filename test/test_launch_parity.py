@@ -5,13 +5,14 @@ stand-ins of the four launch classes it uses; they record what the real ones wou
 """
 import ast
 import importlib.util
+import os
 from pathlib import Path
 import sys
 import types
 
 import pytest
 
-from l3d_ros.bringup import launch_nodes
+from l3d_ros.bringup import dds_environment, launch_nodes
 from l3d_ros.config import default_config_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +35,8 @@ def load_launch_module(monkeypatch):
     stubs = {
         'launch': types.SimpleNamespace(LaunchDescription=lambda actions: actions),
         'launch.actions': types.SimpleNamespace(DeclareLaunchArgument=Recorder,
-                                                OpaqueFunction=Recorder),
+                                                OpaqueFunction=Recorder,
+                                                SetEnvironmentVariable=Recorder),
         'launch.substitutions': types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
         'launch_ros.actions': types.SimpleNamespace(Node=Recorder),
         'ament_index_python.packages': types.SimpleNamespace(
@@ -67,7 +69,10 @@ def test_launch_file_starts_what_bringup_starts(monkeypatch, with_sim):
     assert Path(declared['config']) == default_config_path()
     opaque = next(a for a in actions if 'function' in a.kwargs)
     context = dict(declared, with_sim=str(with_sim).lower(), namespace='lander')
-    launched = opaque.kwargs['function'](context)
+    actions = opaque.kwargs['function'](context)
+    launched = [a for a in actions if 'package' in a.kwargs]
+    env = [a.args for a in actions if 'package' not in a.kwargs]
+    assert dict(env) == dds_environment(os.environ)         # what bringup.start adds
 
     expected = launch_nodes(default_config_path(), 'lander', with_sim)
     assert [(n.kwargs['package'], n.kwargs['executable'], n.kwargs['name'],
@@ -90,3 +95,15 @@ def test_bringup_passes_the_params_file_to_rcl():
     assert args[:1] == ['--ros-args'] and '--params-file' in args
     assert args[args.index('--params-file') + 1] == '/x/lunar_stereo.yaml'
     assert '__ns:=/ns' in args and f'__node:={spec.name}' in args
+
+
+def test_dds_profile_is_added_only_where_the_user_chose_no_transport(monkeypatch):
+    base = {'PATH': '/usr/bin'}
+    added = dds_environment(base)
+    profile = Path(added['FASTDDS_DEFAULT_PROFILES_FILE'])
+    assert profile.is_file() and '<segment_size>16777216</segment_size>' in profile.read_text()
+    for name in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE',
+                 'FASTDDS_BUILTIN_TRANSPORTS'):
+        assert dds_environment({**base, name: 'theirs'}) == {}
+    assert dds_environment({**base, 'RMW_IMPLEMENTATION': 'rmw_cyclonedds_cpp'}) == {}
+    assert dds_environment({**base, 'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp'}) == added
