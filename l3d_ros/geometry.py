@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 
 
+FOV_MAX_DEG = 170.0      # a rectified pinhole image wider than this is a bad calibration
+
+
 @dataclass(frozen=True)
 class StereoCalib:
     """Rectified pinhole pair; the left camera is the reference. Pixels and metres."""
@@ -35,6 +38,17 @@ class StereoCalib:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f'{name}={value!r}: expected a positive integer of pixels')
+        for c, size, axis in (('cx', self.width, 'width'), ('cy', self.height, 'height')):
+            if not -0.5 <= getattr(self, c) <= size - 0.5:
+                raise ValueError(f'{c}={getattr(self, c)!r}: expected the principal point in '
+                                 f'the image, -0.5 .. {size - 0.5} ({axis} {size} px)')
+        for f, size in (('fx', self.width), ('fy', self.height)):
+            fov = 2 * math.degrees(math.atan(size / 2 / getattr(self, f)))
+            if fov >= FOV_MAX_DEG:
+                raise ValueError(f'{f}={getattr(self, f)!r}: a field of view of {fov:.1f} deg '
+                                 f'over {size} px; expected a pinhole camera under '
+                                 f'{FOV_MAX_DEG:.0f} deg ({f} > '
+                                 f'{size / 2 / math.tan(math.radians(FOV_MAX_DEG / 2)):.1f} px)')
 
     @property
     def K(self) -> np.ndarray:  # noqa: N802 (the usual name of the intrinsic matrix)

@@ -21,6 +21,7 @@ DROP_REASONS = {
     'duplicates': 'with a repeated stamp',
     'time_jumps': 'time jumps backwards (queues cleared)',
     'dropped_overflow': 'beyond sync.queue_size',
+    'dropped_unmatched': 'inputs that found no partner stamp (sync.mode, sync.slop_s)',
     'outputs_replaced': 'frames whose outputs a slow subscriber did not take in time',
 }
 

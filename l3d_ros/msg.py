@@ -32,6 +32,9 @@ POINT_FIELDS = ('x', 'y', 'z', 'intensity', 'confidence')  # INTERFACES.md secti
 _INT32_MAX = 2**31 - 1
 
 
+QUATERNION_NORM_TOL = 1e-3   # |q| - 1 allowed in a pose (float32 round trips, not bugs)
+
+
 def stamp_to_ns(stamp) -> int:
     """builtin_interfaces/Time (sec, nanosec) -> integer nanoseconds."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
@@ -145,6 +148,11 @@ def camera_infos_to_calib(left: CameraInfo, right: CameraInfo) -> StereoCalib:
         if abs(p_r[i] - p_l[i]) > 1e-3:
             raise ValueError(f'right.p[{i}] ({name})={p_r[i]!r}: expected the left value '
                              f'{p_l[i]!r} of a rectified pair')
+    for side, p, i, name in (('left', p_l, 3, 'Tx'), ('left', p_l, 7, 'Ty'),
+                             ('right', p_r, 7, 'Ty')):
+        if abs(p[i]) > 1e-6 * abs(p[0]):
+            raise ValueError(f'{side}.p[{i}] ({name})={p[i]!r}: expected 0 (the left camera is '
+                             'the reference, the right one offset along x only)')
     baseline_m = -p_r[3] / p_r[0]
     if not baseline_m > 0:
         raise ValueError(f'baseline_m={baseline_m!r} (= -right.p[3]/right.p[0] = '
@@ -310,6 +318,10 @@ def pose_stamped_to_rt(msg: PoseStamped) -> tuple[np.ndarray, np.ndarray]:
     t = np.array([p.x, p.y, p.z], np.float64)
     if not np.all(np.isfinite(t)):
         raise ValueError(f'pose.position={t.tolist()}: expected finite metres')
+    norm = float(np.sqrt(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2))
+    if not abs(norm - 1.0) <= QUATERNION_NORM_TOL:
+        raise ValueError(f'pose.orientation=({q.x}, {q.y}, {q.z}, {q.w}): norm {norm:.6g}, '
+                         f'expected a unit quaternion (within {QUATERNION_NORM_TOL})')
     return quaternion_to_matrix(q.x, q.y, q.z, q.w), t
 
 

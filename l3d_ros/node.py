@@ -34,6 +34,7 @@ from l3d_ros.runtime import keep_freed_memory
 from l3d_ros.sync import LatestSlot, StereoSynchronizer
 
 MAP_FRAME = 'map'
+STARTUP_ONLY = ('sync.', 'qos.')   # parameters read once, when the node starts
 POSE_HISTORY = 100      # camera_pose messages kept to match pairs by stamp
 POSE_WAIT_S = 0.2       # wall time a pair waits for the camera_pose of its own stamp
 LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
@@ -102,6 +103,11 @@ class StereoNode(Node):
         return from_dict(StereoNodeConfig, unflatten(flat), NODE_NAME)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
+        fixed = sorted(p.name for p in params if p.name.startswith(STARTUP_ONLY))
+        if fixed:
+            return SetParametersResult(successful=False, reason=(
+                f'{", ".join(fixed)}: set at start-up only (the synchroniser and the '
+                'subscriptions are made then); restart the node with the new value'))
         try:
             cfg = self._config_from_parameters({p.name: p.value for p in params})
         except ValueError as exc:
@@ -120,6 +126,10 @@ class StereoNode(Node):
         return callback
 
     def _on_pose(self, msg: PoseStamped) -> None:
+        if msg.header.frame_id not in ('', MAP_FRAME):
+            self._fault(f'camera_pose rejected: frame {msg.header.frame_id!r}; expected the '
+                        f'left optical frame in {MAP_FRAME!r} (INTERFACES.md section 5)')
+            return
         try:
             self.poses.append((conv.stamp_to_ns(msg.header.stamp),
                                *conv.pose_stamped_to_rt(msg)))

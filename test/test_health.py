@@ -72,3 +72,9 @@ def test_latency_since_start_in_fixed_memory():
 def test_latency_since_start_before_any_frame_is_nan():
     v = report(Health()).values
     assert {v[f'latency_ms_{k}_since_start'] for k in ('median', 'p99', 'max')} == {'nan'}
+
+
+def test_inputs_without_a_partner_are_a_reported_drop():
+    h = Health()
+    r = report(h, drops={'dropped_unmatched': 4})
+    assert r.level == WARN and '4 inputs that found no partner stamp' in r.values['recent_faults']

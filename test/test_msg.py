@@ -1,6 +1,7 @@
 """l3d_ros.msg against the message definitions: bytes built by hand, round trips, errors."""
 import importlib.util
 import math
+import re
 import struct
 
 from builtin_interfaces.msg import Time
@@ -404,3 +405,51 @@ def test_matches_sensor_msgs_py():
     ours = m.pointcloud2_to_arrays(msg)
     for name in m.POINT_FIELDS:
         np.testing.assert_array_equal(np.asarray(theirs[name]).reshape(4, 6), ours[name])
+
+
+@pytest.mark.parametrize('index, value, needle', [
+    (6, -2000.0, 'cy=-2000.0: expected the principal point in the image'),
+    (2, 900.0, 'cx=900.0: expected the principal point in the image'),
+    (0, 1e-9, 'fx=1e-09: a field of view of'),
+])
+def test_implausible_intrinsics_are_refused_by_name(index, value, needle):
+    """A principal point off the image (a sign or unit slip) or a degenerate focal length
+    would turn into confident, wrong geometry: safe sites on a slope."""
+    left, right = m.calib_to_camera_infos(StereoCalib(700.0, 700.0, 255.5, 239.5, 2.0, 512, 480))
+    for info in (left, right):
+        info.p[index] = value
+        if index == 0:
+            info.p[5] = value
+    if index == 0:
+        right.p[3] = -value * 2.0
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        m.camera_infos_to_calib(left, right)
+
+
+@pytest.mark.parametrize('side, index', [('left', 3), ('left', 7), ('right', 7)])
+def test_offsets_other_than_the_right_baseline_are_refused(side, index):
+    left, right = m.calib_to_camera_infos(StereoCalib(700.0, 700.0, 255.5, 239.5, 2.0, 512, 480))
+    info = left if side == 'left' else right
+    info.p[index] = -35.0
+    with pytest.raises(ValueError, match=re.escape(f'{side}.p[{index}]')):
+        m.camera_infos_to_calib(left, right)
+
+
+def test_a_pose_quaternion_must_be_unit():
+    from geometry_msgs.msg import PoseStamped
+    msg = PoseStamped()
+    msg.pose.orientation.w = 5.0
+    with pytest.raises(ValueError, match='norm 5, expected a unit quaternion'):
+        m.pose_stamped_to_rt(msg)
+    msg.pose.orientation.w = 1.0 + 5e-4                    # float32 round trip: accepted
+    R, _ = m.pose_stamped_to_rt(msg)
+    np.testing.assert_allclose(R, np.eye(3), atol=1e-12)
+
+
+def test_sgbm_refuses_a_baseline_that_puts_every_depth_beyond_the_image():
+    from l3d_ros.backends.sgbm import disparity_range
+    calib = StereoCalib(700.0, 700.0, 255.5, 255.5, 1e6, 512, 512)      # a 1000 km baseline
+    with pytest.raises(ValueError, match=r'baseline_m=1000000.0 .* beyond the image width 512'):
+        disparity_range(calib, 10.0, 400.0)
+    rig = StereoCalib(700.0, 700.0, 255.5, 255.5, 2.0, 512, 512)       # the simulator's rig
+    assert disparity_range(rig, 10.0, 400.0)[0] == 2                    # floor(1400 / 400) - 1

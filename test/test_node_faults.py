@@ -190,6 +190,8 @@ def test_invalid_parameter_update_is_refused_with_a_reason(ros):
     assert not bad.successful and 'hazard.slope_max_deg=120.0' in bad.reason
     good = set_value('hazard.slope_max_deg', 12.0)
     assert good.successful
+    fixed = set_value('sync.slop_s', 0.01)             # read once, at start-up: refused
+    assert not fixed.successful and 'sync.slop_s: set at start-up only' in fixed.reason
     assert_processed_after(peer, 200_000_000_000, seed=17)   # applied between frames, alive
 
 
@@ -233,6 +235,16 @@ def test_a_frozen_subscriber_does_not_stall_the_node(ros, tmp_path):
     finally:
         counts = sink.close()
     assert counts['points'] > 0                                # it was a real subscriber
+
+
+def test_a_pose_in_another_frame_is_refused(ros):
+    from geometry_msgs.msg import PoseStamped
+    _, peer = ros
+    odom = PoseStamped()
+    odom.header.stamp, odom.header.frame_id = conv.ns_to_stamp(290_000_000_000), 'odom'
+    odom.pose.orientation.w = 1.0
+    peer.wait_for('/diagnostics', last_fault_contains("camera_pose rejected: frame 'odom'"),
+                  republish=lambda: peer.pub['camera_pose'].publish(odom))
 
 
 def test_a_pose_from_another_time_is_not_used(ros):

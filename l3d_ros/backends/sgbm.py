@@ -23,6 +23,12 @@ def disparity_range(calib: StereoCalib, depth_min_m: float, depth_max_m: float,
     """
     fb = calib.fx * calib.baseline_m
     d_min = max(0, int(math.floor(fb / depth_max_m)) - 1)
+    if d_min >= calib.width:
+        raise ValueError(f'baseline_m={calib.baseline_m!r} with fx={calib.fx!r}: the farthest '
+                         f'depth (depth_max_m={depth_max_m}) has a disparity of '
+                         f'{fb / depth_max_m:.4g} px, beyond the image width {calib.width}: '
+                         'nothing in range can be matched (check the right camera_info '
+                         'P[3] = -fx * baseline)')
     if num_disparities > 0:
         return d_min, num_disparities
     span = max(16, int(math.ceil(fb / depth_min_m)) + 2 - d_min)
