@@ -453,3 +453,15 @@ def test_sgbm_refuses_a_baseline_that_puts_every_depth_beyond_the_image():
         disparity_range(calib, 10.0, 400.0)
     rig = StereoCalib(700.0, 700.0, 255.5, 255.5, 2.0, 512, 512)       # the simulator's rig
     assert disparity_range(rig, 10.0, 400.0)[0] == 2                    # floor(1400 / 400) - 1
+
+
+def test_a_float_image_must_hold_grey_levels():
+    """32FC1 inputs were clipped and NaN -> 0 silently: a 0..255-scaled float pair gave no
+    depth and no fault."""
+    from l3d_ros.backends.base import to_gray01
+    np.testing.assert_array_equal(to_gray01(np.array([[0.0, 0.5, 1.0005]], np.float32)),
+                                  np.array([[0.0, 0.5, 1.0]], np.float32))
+    with pytest.raises(ValueError, match=r'values 0 \.\. 255 \(0 not finite\): expected finite'):
+        to_gray01(np.array([[0.0, 255.0]], np.float32))
+    with pytest.raises(ValueError, match=r'\(1 not finite\)'):
+        to_gray01(np.array([[0.2, np.nan]], np.float32))

@@ -26,7 +26,8 @@ class DepthBackend(Protocol):
 def to_gray01(image: np.ndarray) -> np.ndarray:
     """uint8 / uint16 / float, (H, W) or (H, W, 3) RGB -> (H, W) float32 in [0, 1].
 
-    Float input is taken as already in [0, 1] and clipped; 3-channel input is RGB (BT.601 luma).
+    Float (H, W) input (a 32FC1 image) must already be finite grey levels in [0, 1] (1e-3
+    either side is clipped), else ValueError; 3-channel input is RGB (BT.601 luma).
     """
     img = np.asarray(image)
     if img.ndim == 3:
@@ -42,8 +43,14 @@ def to_gray01(image: np.ndarray) -> np.ndarray:
         return img.astype(np.float32) / 255.0
     if img.dtype == np.uint16:
         return img.astype(np.float32) / 65535.0
-    if np.issubdtype(img.dtype, np.floating):
-        return np.clip(np.nan_to_num(img.astype(np.float32)), 0, 1)
+    if np.issubdtype(img.dtype, np.floating):     # e.g. a 32FC1 image: grey levels in [0, 1]
+        img = img.astype(np.float32)
+        lo, hi = float(np.min(img)), float(np.max(img))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1e-3 or hi > 1 + 1e-3:
+            bad = int(np.count_nonzero(~np.isfinite(img)))
+            raise ValueError(f'float image with values {lo:.4g} .. {hi:.4g} ({bad} not finite): '
+                             'expected finite grey levels in [0, 1]')
+        return np.clip(img, 0, 1)
     raise ValueError(f'image dtype {img.dtype}: expected uint8, uint16 or float')
 
 
