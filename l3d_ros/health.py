@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass
 import math
 import threading
+import time
 
 import numpy as np
 
@@ -139,6 +140,11 @@ class Health:
                 **{f'stage_ms_{k}': f'{v:.1f}' for k, v in stages.items()},
                 'faults': self.faults, 'last_fault': self.last_fault,
                 'recent_faults': ' | '.join(recent),
+                # a camera that streams has this near its frame period; between the scans of
+                # a simulator that renders only at scan altitudes it grows, so it is a value,
+                # not a fault
+                'input_age_s': (f'{time.monotonic() - max(self.arrival_s.values()):.1f}'
+                                if self.arrival_s else 'none'),
                 **{f'drops_{k}': v for k, v in drops.items()}}
             message = recent[-1] if recent else ('ok' if level == OK else self.last_fault)
         return Report(level, message, {k: str(v) for k, v in values.items()})

@@ -78,3 +78,11 @@ def test_inputs_without_a_partner_are_a_reported_drop():
     h = Health()
     r = report(h, drops={'dropped_unmatched': 4})
     assert r.level == WARN and '4 inputs that found no partner stamp' in r.values['recent_faults']
+
+
+def test_the_age_of_the_newest_input_is_reported():
+    import time
+    h = Health()
+    assert report(h).values['input_age_s'] == 'none'
+    h.arrived('left', time.monotonic() - 7.0)
+    assert 6.9 <= float(report(h).values['input_age_s']) < 8.0
