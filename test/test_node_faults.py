@@ -237,6 +237,25 @@ def test_a_frozen_subscriber_does_not_stall_the_node(ros, tmp_path):
     assert counts['points'] > 0                                # it was a real subscriber
 
 
+def test_an_image_and_a_camera_info_of_different_cameras_are_refused(ros):
+    _, peer = ros
+    left, right, _ = plane_pair(CALIB, 4.0, seed=19)
+    stamp = conv.ns_to_stamp(280_000_000_000)
+    info_l, info_r = conv.calib_to_camera_infos(CALIB, 'l3d_left_optical', stamp=stamp)
+
+    def publish():
+        for topic, array, frame in (('left/image_rect', left, 'l3d_right_optical'),
+                                    ('right/image_rect', right, 'l3d_right_optical')):
+            img = conv.array_to_image(array, 'mono8')
+            img.header.stamp, img.header.frame_id = stamp, frame
+            peer.pub[topic].publish(img)
+        peer.pub['left/camera_info'].publish(info_l)
+        peer.pub['right/camera_info'].publish(info_r)
+    peer.wait_for('/diagnostics', last_fault_contains(
+        "left/image_rect frame 'l3d_right_optical', left/camera_info frame 'l3d_left_optical'"),
+        republish=publish)
+
+
 def test_a_pose_in_another_frame_is_refused(ros):
     from geometry_msgs.msg import PoseStamped
     _, peer = ros
