@@ -116,6 +116,15 @@ def array_to_image(array: np.ndarray, encoding: str, header: Optional[Header] = 
     return msg
 
 
+def check_camera_frames(image: Image, info: CameraInfo, side: str) -> None:
+    """ValueError when an image and its camera_info name different frames (both non-empty):
+    crossed topics would pair one camera's pixels with another's calibration."""
+    a, b = image.header.frame_id, info.header.frame_id
+    if a and b and a != b:
+        raise ValueError(f'{side}/image_rect frame {a!r}, {side}/camera_info frame {b!r}: '
+                         'expected the same camera frame (crossed topics?)')
+
+
 def camera_infos_to_calib(left: CameraInfo, right: CameraInfo) -> StereoCalib:
     """Rectified left/right CameraInfo -> StereoCalib (INTERFACES.md section 2).
 

@@ -202,12 +202,8 @@ class StereoNode(Node):
         self._check_timeline(pair)
         pose = self._pose_at(pair.stamp_ns)
         t0 = time.perf_counter()
-        for side, image, info in (('left', pair.left, pair.left_info),
-                                  ('right', pair.right, pair.right_info)):
-            a, b = image.header.frame_id, info.header.frame_id
-            if a and b and a != b:
-                raise ValueError(f'{side}/image_rect frame {a!r}, {side}/camera_info frame '
-                                 f'{b!r}: expected the same camera frame (crossed topics?)')
+        conv.check_camera_frames(pair.left, pair.left_info, 'left')
+        conv.check_camera_frames(pair.right, pair.right_info, 'right')
         calib = conv.camera_infos_to_calib(pair.left_info, pair.right_info)
         left, right = conv.image_to_array(pair.left), conv.image_to_array(pair.right)
         t1 = time.perf_counter()

@@ -97,7 +97,7 @@ def test_bringup_passes_the_params_file_to_rcl():
     assert '__ns:=/ns' in args and f'__node:={spec.name}' in args
 
 
-def test_dds_profile_is_added_only_where_the_user_chose_no_transport(monkeypatch):
+def test_dds_profile_is_added_only_where_the_user_chose_no_transport():
     base = {'PATH': '/usr/bin'}
     added = dds_environment(base)
     profile = Path(added['FASTDDS_DEFAULT_PROFILES_FILE'])

@@ -465,3 +465,15 @@ def test_a_float_image_must_hold_grey_levels():
         to_gray01(np.array([[0.0, 255.0]], np.float32))
     with pytest.raises(ValueError, match=r'\(1 not finite\)'):
         to_gray01(np.array([[0.2, np.nan]], np.float32))
+
+
+def test_an_image_and_a_camera_info_must_name_the_same_frame():
+    left, _ = m.calib_to_camera_infos(CALIB, 'l3d_left_optical')
+    img = m.array_to_image(np.zeros((480, 640), np.uint8), 'mono8', HEADER)
+    m.check_camera_frames(img, left, 'left')                        # same frame: accepted
+    img.header.frame_id = ''
+    m.check_camera_frames(img, left, 'left')                        # unnamed: not compared
+    img.header.frame_id = 'l3d_right_optical'
+    with pytest.raises(ValueError, match="left/image_rect frame 'l3d_right_optical', "
+                                         "left/camera_info frame 'l3d_left_optical'"):
+        m.check_camera_frames(img, left, 'left')

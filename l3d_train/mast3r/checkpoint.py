@@ -199,9 +199,8 @@ def load_mast3r(path) -> torch.nn.Module:
     if path.suffix == '.safetensors':
         from safetensors import safe_open
         with safe_open(str(path), framework='pt') as f:
-            text = (f.metadata() or {}).get('model')
+            constructor = (f.metadata() or {}).get('model')
             state = {k: f.get_tensor(k) for k in f.keys()}
-        constructor = text
         sidecars = [path.with_suffix('.json'), path.parent / 'config.json']
         for sidecar in sidecars:
             if constructor is None and sidecar.is_file():
