@@ -136,6 +136,7 @@ class StereoNodeConfig:
     confidence_min: float = 0.3     # depth below this confidence is published as NaN
     max_missed_frames: int = 3      # frames a backend may fail before falling back to SGBM
     subpixel_window_px: float = 2.5  # sub-pixel refinement window (Gaussian sigma) [px]; 0 off
+    input_timeout_s: float = 0.0    # no input at all for this long is an ERROR [s]; 0 off
     publish_points: bool = True
     qos: QosConfig = field(default_factory=QosConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
@@ -156,6 +157,9 @@ class StereoNodeConfig:
         check(isinstance(self.subpixel_window_px, (int, float))
               and 0 <= self.subpixel_window_px <= 10, 'subpixel_window_px',
               self.subpixel_window_px, 'a number in [0, 10] pixels (0 disables the refinement)')
+        timeout = self.input_timeout_s
+        check(isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout >= 0,
+              'input_timeout_s', timeout, 'a finite number >= 0 s (0: off)')
 
 
 def from_dict(cls, raw: Mapping[str, Any], where: str = ''):

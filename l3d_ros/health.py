@@ -2,7 +2,8 @@
 
 `StereoNode` feeds it events and turns `report()` into a diagnostic_msgs/DiagnosticStatus once a
 second. Levels follow diagnostic_msgs: 0 OK, 1 WARN (faults since the last report, or running
-on the fallback backend), 2 ERROR (the configured model was refused).
+on the fallback backend), 2 ERROR (the configured model was refused, or no input at all for
+longer than `input_timeout_s`: the node then has nothing to judge the ground with).
 """
 from collections import deque
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class Health:
         self.stage_ms: dict[str, deque] = {}
         self.arrival_s: dict[str, float] = {}
         self.drops_seen: dict[str, int] = {}
+        self.started_s = time.monotonic()
 
     def fault(self, text: str) -> None:
         with self.lock:
@@ -105,6 +107,19 @@ class Health:
         ages = {s: newest - self.arrival_s.get(s, -math.inf) for s in STREAMS}
         return [f'{s} silent for {age:.1f} s' for s, age in ages.items() if age > SILENT_AFTER_S]
 
+    def no_input(self, timeout_s: float, now_s: float) -> str:
+        """A sentence when no input at all arrived for more than timeout_s (> 0), else ''."""
+        if not timeout_s > 0:
+            return ''
+        if self.arrival_s:
+            age, what = now_s - max(self.arrival_s.values()), 'no input'
+        else:
+            age, what = now_s - self.started_s, 'no input since start'
+        if age <= timeout_s:
+            return ''
+        return (f'input lost: {what} for {age:.1f} s, more than input_timeout_s={timeout_s:g} '
+                '(camera, driver or link down?)')
+
     def _new_drops(self, drops: dict[str, int]) -> str:
         grown = {k: v - self.drops_seen.get(k, 0) for k, v in drops.items()
                  if k in DROP_REASONS and v > self.drops_seen.get(k, 0)}
@@ -112,8 +127,12 @@ class Health:
         return ', '.join(f'{n} {DROP_REASONS[k]}' for k, n in grown.items())
 
     def report(self, active_backend: str, configured_backend: str, model_sha256: str,
-               model_refused: bool, drops: dict[str, int]) -> Report:
+               model_refused: bool, drops: dict[str, int],
+               input_timeout_s: float = 0.0) -> Report:
         """The status since the last report; faults listed once, then forgotten."""
+        now_s = time.monotonic()
+        if lost := self.no_input(input_timeout_s, now_s):
+            self.fault(lost)
         if silent := self.silent_inputs():
             self.fault('input lost: ' + '; '.join(silent))
         if dropped := self._new_drops(drops):
@@ -126,7 +145,7 @@ class Health:
             level = OK
             if recent or active_backend != configured_backend:
                 level = WARN
-            if model_refused:
+            if model_refused or lost:
                 level = ERROR
             values = {
                 'backend': active_backend, 'configured_backend': configured_backend,
@@ -143,8 +162,9 @@ class Health:
                 # a camera that streams has this near its frame period; between the scans of
                 # a simulator that renders only at scan altitudes it grows, so it is a value,
                 # not a fault
-                'input_age_s': (f'{time.monotonic() - max(self.arrival_s.values()):.1f}'
+                'input_age_s': (f'{now_s - max(self.arrival_s.values()):.1f}'
                                 if self.arrival_s else 'none'),
                 **{f'drops_{k}': v for k, v in drops.items()}}
-            message = recent[-1] if recent else ('ok' if level == OK else self.last_fault)
+            message = lost or (recent[-1] if recent else
+                               'ok' if level == OK else self.last_fault)
         return Report(level, message, {k: str(v) for k, v in values.items()})

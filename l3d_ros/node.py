@@ -239,7 +239,7 @@ class StereoNode(Node):
                      outputs_replaced=self.out_slot.replaced)
         report = self.health.report(self.pipeline.active_backend, self.cfg.backend,
                                     self.pipeline.model_sha256, bool(self.pipeline.init_fault),
-                                    drops)
+                                    drops, (self._pending_cfg or self.cfg).input_timeout_s)
         if report.level != OK:
             self.get_logger().warning(report.message, throttle_duration_sec=5.0)
         status = DiagnosticStatus(level=LEVELS[report.level], hardware_id='l3d_ros',

@@ -3,8 +3,8 @@ import numpy as np
 from l3d_ros.health import ERROR, Health, OK, SILENT_AFTER_S, WARN
 
 
-def report(health, active='sgbm', configured='sgbm', refused=False, drops=None):
-    return health.report(active, configured, '', refused, drops or {})
+def report(health, active='sgbm', configured='sgbm', refused=False, drops=None, timeout=0.0):
+    return health.report(active, configured, '', refused, drops or {}, timeout)
 
 
 def test_quiet_node_is_ok_and_faults_are_listed_once():
@@ -86,3 +86,20 @@ def test_the_age_of_the_newest_input_is_reported():
     assert report(h).values['input_age_s'] == 'none'
     h.arrived('left', time.monotonic() - 7.0)
     assert 6.9 <= float(report(h).values['input_age_s']) < 8.0
+
+
+def test_no_input_at_all_for_longer_than_the_timeout_is_an_error():
+    import time
+    h = Health()
+    assert report(h, timeout=0.0).level == OK                 # off: silence is not a fault
+    h.started_s = time.monotonic() - 5.0
+    r = report(h, timeout=2.0)
+    assert r.level == ERROR and r.message.startswith('input lost: no input since start for 5.')
+    assert 'input_timeout_s=2' in r.message
+    for stream in ('left', 'right', 'left_info', 'right_info'):
+        h.arrived(stream, time.monotonic() - 3.0)
+    assert report(h, timeout=2.0).message.startswith('input lost: no input for 3.')
+    assert report(h, timeout=10.0).level == OK                # within the timeout
+    for stream in ('left', 'right', 'left_info', 'right_info'):
+        h.arrived(stream, time.monotonic())
+    assert report(h, timeout=2.0).level == OK                 # inputs back

@@ -170,14 +170,13 @@ def test_camera_info_change_mid_run_is_followed(ros):
         assert np.median(np.abs(depth[ok] - truth[ok]) / truth[ok]) < 0.01
 
 
-def test_invalid_parameter_update_is_refused_with_a_reason(ros):
+def set_parameter(peer, name, value):
+    """SetParameters on the node (a double); the SetParametersResult."""
     from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
-    _, peer = ros
     client = peer.node.create_client(SetParameters, '/l3d_stereo/set_parameters')
-    assert client.wait_for_service(timeout_sec=10)
-
-    def set_value(name, value):
+    try:
+        assert client.wait_for_service(timeout_sec=10)
         req = SetParameters.Request(parameters=[ParameterMsg(name=name, value=ParameterValue(
             type=ParameterType.PARAMETER_DOUBLE, double_value=value))])
         future = client.call_async(req)
@@ -185,6 +184,15 @@ def test_invalid_parameter_update_is_refused_with_a_reason(ros):
         while not future.done() and time.monotonic() < deadline:
             time.sleep(0.02)
         return future.result().results[0]
+    finally:
+        peer.node.destroy_client(client)
+
+
+def test_invalid_parameter_update_is_refused_with_a_reason(ros):
+    _, peer = ros
+
+    def set_value(name, value):
+        return set_parameter(peer, name, value)
 
     bad = set_value('hazard.slope_max_deg', 120.0)
     assert not bad.successful and 'hazard.slope_max_deg=120.0' in bad.reason
@@ -281,3 +289,30 @@ def test_a_pose_from_another_time_is_not_used(ros):
                   republish=lambda: peer.publish_pair(left, right, CALIB, ns))
     grid = peer.wait_for('hazard_map', stamp_is(ns))
     assert grid.header.frame_id == 'map'                     # still judged (nadir assumption)
+
+
+def test_all_inputs_falling_silent_is_an_error_when_a_timeout_is_set(ros):
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    def error_status(m):
+        return any(s.level == DiagnosticStatus.ERROR for s in m.status)
+    _, peer = ros
+    assert set_parameter(peer, 'input_timeout_s', 1.0).successful
+    try:
+        diag = peer.wait_for('/diagnostics', lambda m: error_status(m) and any(
+            'input lost: no input for' in s.message for s in m.status))
+        assert 'input_timeout_s=1' in diag_value(diag, 'recent_faults')
+        left, right, _ = plane_pair(CALIB, 4.0, seed=18)
+        ns = [300_000_000_000]
+
+        def stream():                    # a camera streaming again, new stamps
+            ns[0] += 100_000_000
+            peer.publish_pair(left, right, CALIB, ns[0])
+        peer.wait_for('depth', lambda m: conv.stamp_to_ns(m.header.stamp) > 300_000_000_000,
+                      republish=stream)
+        with peer.lock:
+            peer.received['/diagnostics'].clear()
+        recovered = peer.wait_for('/diagnostics', republish=stream)
+        assert recovered is not None and not error_status(recovered)
+    finally:
+        assert set_parameter(peer, 'input_timeout_s', 0.0).successful
