@@ -392,3 +392,41 @@ def test_refined_matches_full_resolution(seed, sigma_m, stride):
     labels_near = sum((cv2.dilate((full.hazard == v).astype(np.uint8), kernel) > 0).astype(int)
                       for v in (0, 1, 255))       # labels within one lattice spacing
     assert not (wrong & (labels_near < 2)).any()
+
+
+def test_an_unseen_patch_inside_the_seen_ground_is_never_safe():
+    """A shadowed pit: the disc around it is judged from the seen 80-95 %, which shows flat
+    ground; the pit (0.6 m deep, 1.2 m wide) must keep every disc holding it from being safe."""
+    from l3d_ros.hazard import hazard_to_occupancy, hidden_patches
+    dem = np.zeros((60, 60), np.float32)
+    pit = (slice(27, 33), slice(27, 33))
+    dem[pit] = -0.6
+    seen_pit = hazard_from_dem(dem, CFG.cell_m, CFG)
+    dem[pit] = np.nan                                          # the pit in shadow
+    layers = hazard_from_dem(dem, CFG.cell_m, CFG)
+    radius = int(CFG.footprint_m / 2 / CFG.cell_m)
+    yy, xx = np.mgrid[0:60, 0:60]
+    # cells whose disc holds a cell of the pit, judged (coverage >= 80 %) without it
+    gap_y = np.maximum(np.maximum(27 - yy, yy - 32), 0)
+    gap_x = np.maximum(np.maximum(27 - xx, xx - 32), 0)
+    near = gap_y ** 2 + gap_x ** 2 <= radius ** 2
+    judged = near & (layers.coverage >= COVERAGE_MIN) & np.isfinite(dem)
+    assert judged.sum() > 100
+    assert (seen_pit.hazard[judged] == 1).sum() > 0.5 * judged.sum()   # a real hazard
+    assert not (layers.hazard[judged] == 0).any()
+    assert (layers.hazard[~hidden_patches(np.isfinite(dem), CFG.cell_m, CFG)
+                          & np.isfinite(dem) & (layers.coverage >= COVERAGE_MIN)] == 0).all()
+    occ = hazard_to_occupancy(layers)[judged & (layers.hazard == 1)]
+    assert ((occ >= 50) & (occ <= 99)).all()         # unproven: nothing seen shows a hazard
+
+
+def test_scattered_holes_and_the_edge_of_the_view_keep_the_coverage_rule():
+    rng = np.random.default_rng(5)
+    dem = np.zeros((60, 60), np.float32)
+    dem[rng.random(dem.shape) < 0.12] = np.nan           # sampling holes, mostly single cells
+    dem[:, :6] = np.nan                                   # beyond the edge of the view
+    dem[10:12, 30:50] = np.nan                            # a thin shadow, 2 cells wide
+    layers = hazard_from_dem(dem, CFG.cell_m, CFG)
+    judged = (layers.coverage >= COVERAGE_MIN) & np.isfinite(dem)
+    assert judged.sum() > 1000 and (layers.hazard[judged] == 0).all()
+    assert (layers.coverage[judged & (np.arange(60) < 14)[None, :]] < 0.95).any()   # edge
