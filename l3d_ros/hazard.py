@@ -191,15 +191,17 @@ def hidden_patches(valid: np.ndarray, cell_m: float, cfg: HazardConfig) -> np.nd
     unseen = (~valid & seen_hull(valid)).view(np.uint8)
     if k > 1:       # the union of the k x k all-unseen squares (an opening; off-grid: seen)
         kernel = np.ones((k, k), np.uint8)
+        # erode's anchor is (k // 2): the square of an eroded cell spans -(k // 2) .. k - 1 -
+        # k // 2 around it; dilating back needs the mirrored anchor (they differ for even k)
+        back = ((k - 1) // 2, (k - 1) // 2)
         unseen = cv2.dilate(cv2.erode(unseen, kernel, borderType=cv2.BORDER_CONSTANT,
-                                      borderValue=0), kernel)
+                                      borderValue=0), kernel, anchor=back)
     if not unseen.any():
         return np.zeros(unseen.shape, bool)
-    radius = math.floor(cfg.footprint_m / 2 / cell_m + 1e-9)
-    # distance [cells] of every cell to the nearest patch cell; the disc holds that cell
-    # when it is within the disc's radius (disc_offsets' rule, cell centres)
+    # distance [cells] of every cell to the nearest patch cell (exact Euclidean); the disc
+    # holds that cell when it is within footprint_m / 2 (disc_offsets' rule, cell centres)
     dist = cv2.distanceTransform(np.uint8(1) - unseen, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return dist <= radius + 1e-3
+    return dist <= cfg.footprint_m / 2 / cell_m + 1e-6
 
 
 def judgeable_window(valid: np.ndarray, cell_m: float, footprint_m: float
@@ -235,7 +237,8 @@ def judgeable_window(valid: np.ndarray, cell_m: float, footprint_m: float
 def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
                     sigma_m: np.ndarray | None = None, stride: int = 1,
                     origin_xy_m: tuple[float, float] = (0.0, 0.0),
-                    exact_roughness: bool = False, refine: bool = False) -> HazardLayers:
+                    exact_roughness: bool = False, refine: bool = False,
+                    unseen_patches: bool = True) -> HazardLayers:
     """Slope, roughness and hazard (INTERFACES.md section 4) of a height grid.
 
     dem_m: (H, W) heights [m], NaN unknown. cell_m: its spacing [m]. origin_xy_m: lower-left
@@ -245,6 +248,10 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
     no terrain or fewer than COVERAGE_MIN of its disc's cells do (so cells within footprint/2
     of the DEM edge are unknown). exact_roughness: compute the exact maximum residual at every
     known cell (the brute-force reference; same labels, slower).
+
+    unseen_patches: a disc holding an unseen patch inside the seen ground is never safe
+    (`hidden_patches`); False only for a DEM whose holes hide nothing (the ground truth: the
+    true terrain, cut to what the camera sees).
 
     refine: with stride > 1, return layers at full resolution (stride 1 grid) computed coarse
     to fine (`_refine`): the stride lattice is evaluated exactly, a DEM cell whose four
@@ -280,7 +287,8 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
     stride = int(stride)
     if refine and stride > 1:
         layers = _refine(dem, cell_m, cfg, sigma_m, stride, origin_xy_m)
-        return _unsafe_where_hidden(layers, dem, sigma_m, cell_m, cfg)
+        return _unsafe_where_hidden(layers, dem, sigma_m, cell_m, cfg) if unseen_patches \
+            else layers
     t = _Terrain.build(dem, cell_m, cfg, sigma_m)
     h, w = dem.shape
     shape = (-(-h // stride), -(-w // stride))
@@ -298,7 +306,7 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
                           kn(_evidence(lat, cell_m, cfg)), lat.coverage, grid, stride,
                           lambda: (kn(_slope_deg(lat, cell_m)), kn(lat.rough),
                                    kn(lat.a + t.ref_m)))
-    return _unsafe_where_hidden(layers, dem, sigma_m, cell_m, cfg)
+    return _unsafe_where_hidden(layers, dem, sigma_m, cell_m, cfg) if unseen_patches else layers
 
 
 def _unsafe_where_hidden(layers: HazardLayers, dem: np.ndarray, sigma_m: np.ndarray | None,
@@ -307,9 +315,10 @@ def _unsafe_where_hidden(layers: HazardLayers, dem: np.ndarray, sigma_m: np.ndar
     (1) with their evidence kept, so the occupancy grades them unproven unless the seen cells
     already show a hazard."""
     valid = np.isfinite(dem)
-    if sigma_m is not None:
+    if sigma_m is not None:                      # _Terrain.build's rule for a usable sigma
+        sig = np.asarray(sigma_m, np.float32)
         with np.errstate(invalid='ignore'):
-            valid &= np.isfinite(sigma_m) & (np.asarray(sigma_m) > 0)
+            valid &= (sig >= 0) & (sig < np.inf)
     if valid.all():
         return layers
     s = layers.stride

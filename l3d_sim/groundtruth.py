@@ -119,7 +119,9 @@ def view_hazard_layers(terrain: Terrain, points_world_m: np.ndarray,
     lo, hi = xy.min(axis=0) - margin, xy.max(axis=0) + margin
     crop = crop_dem(terrain, (lo[0], hi[0]), (lo[1], hi[1]), cfg.cell_m)
     dem = np.where(observed_cells(crop, xy), crop.height_m, np.nan).astype(np.float32)
-    return crop, hazard_from_dem(dem, crop.cell_m, cfg, origin_xy_m=crop.origin_xy_m)
+    # section 4 on the true heights: what the camera's view leaves out hides nothing there
+    return crop, hazard_from_dem(dem, crop.cell_m, cfg, origin_xy_m=crop.origin_xy_m,
+                                 unseen_patches=False)
 
 
 def observed_cells(crop: DemCrop, xy_m: np.ndarray) -> np.ndarray:

@@ -159,7 +159,8 @@ def site_is_safe(terrain: Terrain, xy_m: np.ndarray, cfg: HazardConfig) -> bool:
     x, y = (float(v) for v in np.asarray(xy_m).reshape(2))
     half = 1.5 * cfg.footprint_m + 2 * cfg.cell_m
     crop = crop_dem(terrain, (x - half, x + half), (y - half, y + half), cfg.cell_m)
-    layers = hazard_from_dem(crop.height_m, crop.cell_m, cfg, origin_xy_m=crop.origin_xy_m)
+    layers = hazard_from_dem(crop.height_m, crop.cell_m, cfg, origin_xy_m=crop.origin_xy_m,
+                             unseen_patches=False)
     rows, cols = np.mgrid[0:layers.hazard.shape[0], 0:layers.hazard.shape[1]]
     cx, cy = layers.grid.cell_centre(rows, cols)
     disc = np.hypot(cx - x, cy - y) <= cfg.footprint_m / 2

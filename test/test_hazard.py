@@ -430,3 +430,69 @@ def test_scattered_holes_and_the_edge_of_the_view_keep_the_coverage_rule():
     judged = (layers.coverage >= COVERAGE_MIN) & np.isfinite(dem)
     assert judged.sum() > 1000 and (layers.hazard[judged] == 0).all()
     assert (layers.coverage[judged & (np.arange(60) < 14)[None, :]] < 0.95).any()   # edge
+
+
+def _hidden_brute(valid, cell_m, cfg):
+    """Cells whose disc (disc_offsets) holds a cell of a k x k all-unseen square in the hull."""
+    from l3d_ros.hazard import seen_hull
+    k = max(1, math.ceil(2.0 * cfg.roughness_max_m / cell_m - 1e-9))
+    unseen = ~valid & seen_hull(valid)
+    h, w = valid.shape
+    patch = np.zeros_like(unseen)
+    for i in range(h - k + 1):
+        for j in range(w - k + 1):
+            if unseen[i:i + k, j:j + k].all():
+                patch[i:i + k, j:j + k] = True
+    radius, inside = disc_offsets(cfg.footprint_m, cell_m)
+    out = np.zeros_like(unseen)
+    pi, pj = np.nonzero(patch)
+    for di, dj in np.argwhere(inside) - radius:
+        ii, jj = pi - di, pj - dj
+        ok = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
+        out[ii[ok], jj[ok]] = True
+    return out
+
+
+@pytest.mark.parametrize('cell_m', [0.2, 0.15, 0.3, 0.12])     # k = 3, 4 (even), 2, 5
+def test_hidden_patches_equal_brute_force(cell_m):
+    from l3d_ros.hazard import hidden_patches, seen_hull
+    cfg = HazardConfig(cell_m=cell_m)
+    rng = np.random.default_rng(int(cell_m * 100))
+    for _ in range(6):
+        valid = rng.random((40, 45)) > 0.1
+        for _ in range(3):
+            i, j = rng.integers(0, 34), rng.integers(0, 39)
+            valid[i:i + rng.integers(1, 7), j:j + rng.integers(1, 7)] = False
+        yy, xx = np.mgrid[0:40, 0:45]
+        valid &= xx + 0.7 * yy > rng.integers(3, 15)             # a slanted view edge
+        np.testing.assert_array_equal(hidden_patches(valid, cell_m, cfg),
+                                      _hidden_brute(valid, cell_m, cfg))
+        hull = seen_hull(valid)
+        assert hull[valid].all()
+        a, b = np.argwhere(valid)[rng.integers(0, valid.sum(), (2, 200))]
+        mid = np.floor((a + b) / 2 + 0.5).astype(int)             # convex: midpoints inside
+        assert hull[mid[:, 0], mid[:, 1]].all()
+
+
+@pytest.mark.parametrize('stride, refine', [(2, False), (3, False), (3, True)])
+def test_unseen_patch_rule_on_lattices_and_with_sigma(stride, refine):
+    from l3d_ros.hazard import hidden_patches
+    dem = np.zeros((60, 60), np.float32)
+    dem[27:33, 27:33] = np.nan
+    sigma = np.full(dem.shape, 0.01, np.float32)
+    sigma[5:8, 40:43] = 0.0                       # zero sigma is a usable (exact) sample
+    layers = hazard_from_dem(dem, CFG.cell_m, CFG, sigma, stride=stride, refine=refine)
+    s = layers.stride
+    hidden = hidden_patches(np.isfinite(dem), CFG.cell_m, CFG)[::s, ::s]
+    assert hidden.any() and not (layers.hazard[hidden] == 0).any()
+    assert (layers.hazard[~hidden & (layers.coverage >= COVERAGE_MIN)
+                          & np.isfinite(dem)[::s, ::s]] == 0).all()
+
+
+def test_ground_truth_labels_are_section_4_without_the_unseen_patch_rule():
+    dem = np.zeros((60, 60), np.float32)
+    dem[27:33, 27:33] = np.nan
+    plain = hazard_from_dem(dem, CFG.cell_m, CFG, unseen_patches=False)
+    judged = (plain.coverage >= COVERAGE_MIN) & np.isfinite(dem)
+    assert (plain.hazard[judged] == 0).all()
+    assert (hazard_from_dem(dem, CFG.cell_m, CFG).hazard[judged] == 1).any()
