@@ -207,25 +207,3 @@ def test_student_disparities_off_their_correlation_peak_are_unknown():
     backend.infer = fake(0.8, slice(0, h))
     with pytest.raises(ValueError, match='off its peak'):
         backend.compute(left, right, frame.calib)
-
-
-def test_refinement_recovers_a_student_disparity_a_pixel_off():
-    """The student flattens rocks by up to ~1 px of disparity; the sub-pixel refinement must be
-    allowed to move it that far (REFINE_SHIFT_PX), not only SGBM's fraction of a pixel."""
-    from l3d_ros.backends.onnx_student import REFINE_SHIFT_PX
-    backend = OnnxStudentBackend.from_manifest(SHIPPED.parent, StudentConfig(
-        model=str(SHIPPED)), subpixel_window_px=2.5)
-    left, right, frame = _sim_pair((60.0, 80.0), 11)
-    h, w = backend.input_size
-    true = depth_to_disparity(frame.depth_m, frame.calib.fx, frame.calib.baseline_m)
-    small = cv2.resize(np.nan_to_num(true), (w, h), interpolation=cv2.INTER_AREA)
-    small *= w / frame.calib.shape[1]
-    off = -1.2 * w / frame.calib.shape[1]                 # -1.2 px at 512 px, rows 120-220
-    disp = small.copy()
-    disp[60:110] += off
-    backend.infer = lambda left01, right01: (disp, np.full_like(disp, 0.9))
-    result = backend.compute(left, right, frame.calib)
-    err = (result.disparity_px - true)[130:210, 20:-20]
-    ok = np.isfinite(err)
-    assert REFINE_SHIFT_PX > 1.2 and ok.mean() > 0.8
-    assert np.median(np.abs(err[ok])) < 0.1                # 0.45 px left at a 0.75 px clamp

@@ -67,13 +67,6 @@ EXPOSURE_GAIN_RANGE = (0.25, 4.0)   # joint gain limits of `match_exposure`
 RANGE_END_PX = 1.0                  # disparities this close to max_disp_px get confidence 0
 VERIFY_TEXTURED_MIN = 0.05          # fewer textured pixels than this share: unverifiable
 VERIFY_ZNCC_MIN = 0.5               # a match verifies when its window ZNCC reaches this
-# the sub-pixel refinement may move the student's disparity this far [px]: SGBM's integer
-# disparity is right, so 0.75 px (the refinement's default) suffices there, but the student
-# flattens rocks by 0.3-0.8 px (rock pixels, held-out pairs at 20-26 m): with 0.75 px it
-# called 3.1 % of the hazard pixels safe, with 1.5 px 1.6 % (SGBM 0.7 %, `l3d sim dataset
-# --seed 5001`), its AbsRel at 30-150 m unchanged (0.0051, seed 5000); 2 px let more wrong
-# matches through at low sun
-REFINE_SHIFT_PX = 1.5
 
 
 def pair_mean(left01: np.ndarray, right01: np.ndarray) -> float:
@@ -211,7 +204,7 @@ class OnnxStudentBackend:
         result = disparity_to_result(disp, conf, calib)
         if self.subpixel_window_px > 0:
             refined = refine_disparity(left01, right01, result.disparity_px,
-                                       self.subpixel_window_px, max_shift_px=REFINE_SHIFT_PX)
+                                       self.subpixel_window_px)
             result = disparity_to_result(refined, result.confidence, calib)
         disp = np.where(result.confidence > 0, result.disparity_px, np.nan).astype(np.float32)
         window = self.subpixel_window_px or 2.5
