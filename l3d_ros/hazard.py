@@ -287,8 +287,15 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
     stride = int(stride)
     if refine and stride > 1:
         layers = _refine(dem, cell_m, cfg, sigma_m, stride, origin_xy_m)
-        return _unsafe_where_hidden(layers, dem, sigma_m, cell_m, cfg) if unseen_patches \
-            else layers
+    else:
+        layers = _strided(dem, cell_m, cfg, sigma_m, stride, origin_xy_m, exact_roughness)
+    return _unsafe_where_hidden(layers, dem, sigma_m, cell_m, cfg) if unseen_patches else layers
+
+
+def _strided(dem: np.ndarray, cell_m: float, cfg: HazardConfig, sigma_m: np.ndarray | None,
+             stride: int, origin_xy_m: tuple[float, float], exact_roughness: bool
+             ) -> HazardLayers:
+    """Layers at every stride-th cell (hazard_from_dem without refine)."""
     t = _Terrain.build(dem, cell_m, cfg, sigma_m)
     h, w = dem.shape
     shape = (-(-h // stride), -(-w // stride))
@@ -302,11 +309,9 @@ def hazard_from_dem(dem_m: np.ndarray, cell_m: float, cfg: HazardConfig,
     def kn(v):
         return np.where(known, v, np.nan).astype(np.float32)
 
-    layers = HazardLayers(hazard, kn(_margin(lat, cfg.roughness_max_m)),
-                          kn(_evidence(lat, cell_m, cfg)), lat.coverage, grid, stride,
-                          lambda: (kn(_slope_deg(lat, cell_m)), kn(lat.rough),
-                                   kn(lat.a + t.ref_m)))
-    return _unsafe_where_hidden(layers, dem, sigma_m, cell_m, cfg) if unseen_patches else layers
+    return HazardLayers(hazard, kn(_margin(lat, cfg.roughness_max_m)),
+                        kn(_evidence(lat, cell_m, cfg)), lat.coverage, grid, stride,
+                        lambda: (kn(_slope_deg(lat, cell_m)), kn(lat.rough), kn(lat.a + t.ref_m)))
 
 
 def _unsafe_where_hidden(layers: HazardLayers, dem: np.ndarray, sigma_m: np.ndarray | None,
@@ -314,11 +319,7 @@ def _unsafe_where_hidden(layers: HazardLayers, dem: np.ndarray, sigma_m: np.ndar
     """Safe cells whose disc holds an unseen patch (`hidden_patches`) become not safe: hazard
     (1) with their evidence kept, so the occupancy grades them unproven unless the seen cells
     already show a hazard."""
-    valid = np.isfinite(dem)
-    if sigma_m is not None:                      # _Terrain.build's rule for a usable sigma
-        sig = np.asarray(sigma_m, np.float32)
-        with np.errstate(invalid='ignore'):
-            valid &= (sig >= 0) & (sig < np.inf)
+    valid = usable_cells(dem, sigma_m)
     if valid.all():
         return layers
     s = layers.stride
@@ -329,6 +330,17 @@ def _unsafe_where_hidden(layers: HazardLayers, dem: np.ndarray, sigma_m: np.ndar
     hazard = layers.hazard.copy()
     hazard[turn] = HAZARD_HAZARD
     return replace(layers, hazard=hazard)
+
+
+def usable_cells(dem: np.ndarray, sigma_m: np.ndarray | None) -> np.ndarray:
+    """(H, W) bool: cells holding terrain: a finite height and, with sigma_m, a sigma in
+    [0, inf) (0: an exact sample)."""
+    valid = np.isfinite(dem)
+    if sigma_m is not None:
+        sig = np.asarray(sigma_m, np.float32)
+        with np.errstate(invalid='ignore'):
+            valid &= (sig >= 0) & (sig < np.inf)
+    return valid
 
 
 _BIG = np.float32(3e38)        # stands for +-inf where a finite fill keeps arithmetic cheap
@@ -361,12 +373,10 @@ class _Terrain:
         shape = dem.shape if shape is None else shape
         valid = np.zeros(shape, bool)
         v = valid[:h, :w]
-        np.isfinite(dem, out=v)
+        v[...] = usable_cells(dem, sigma_m)
         sig = None
         if sigma_m is not None:
             sig_in = np.asarray(sigma_m, np.float32)
-            with np.errstate(invalid='ignore'):
-                v &= (sig_in >= 0) & (sig_in < np.inf)
         vf = valid.astype(np.float32)
         n = int(np.count_nonzero(v))
         z = np.zeros(shape, np.float32)
