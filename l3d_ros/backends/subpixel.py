@@ -59,45 +59,88 @@ def _checked(left, right, disparity_px, window_sigma_px: float):
 
 def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
                      window_sigma_px: float = 2.5, iterations: int = 2,
-                     max_shift_px: float = 0.75) -> np.ndarray:
+                     max_shift_px: float = 0.75, coarse_sigma_px: float = 0.0,
+                     frame_shift_max_px: float = 0.0) -> np.ndarray:
     """(H, W) disparity [px] of the left image, NaN invalid -> refined, same NaNs.
 
     left, right: (H, W) rectified grey images (any scale, the same for both). A pixel whose
     window has no texture (sum of weighted squared gradients 0) keeps its input disparity.
+
+    coarse_sigma_px > 0: one first step on both images blurred by this Gaussian. Brightness
+    is linear in the shift only over about the texture's correlation length, so a start off by
+    more (a learned matcher's smooth error, unlike SGBM's integer match) is only partly
+    corrected by steps at full resolution; blurred, the linear range is wider.
+    frame_shift_max_px > 0 (needs coarse_sigma_px): first the whole field moves by the median
+    of what two blurred steps, each pixel allowed this far, would move the textured pixels:
+    a matcher's frame-wide bias. One offset for the frame drags no pixel across a depth edge,
+    and the per-pixel steps then keep within max_shift_px of the moved field.
     """
     left, right, disp = _checked(left, right, disparity_px, window_sigma_px)
     if not (isinstance(iterations, int) and iterations >= 0):
         raise ValueError(f'iterations={iterations!r}: expected an integer >= 0')
     if not max_shift_px > 0:
         raise ValueError(f'max_shift_px={max_shift_px!r}: expected > 0')
+    if not coarse_sigma_px >= 0:
+        raise ValueError(f'coarse_sigma_px={coarse_sigma_px!r}: expected >= 0 (0: off)')
+    if not frame_shift_max_px >= 0 or (frame_shift_max_px > 0 and coarse_sigma_px == 0):
+        raise ValueError(f'frame_shift_max_px={frame_shift_max_px!r}: expected >= 0, and 0 '
+                         'without coarse_sigma_px')
     valid = np.isfinite(disp)
     if iterations == 0 or not valid.any():
         return disp.copy()
-    d0 = np.where(valid, disp, 0.0).astype(np.float32)
-    h, w = disp.shape
-    grad = cv2.Sobel(right, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)     # central difference
-    cols, rows = _pixel_grid(h, w)
+    centre = np.where(valid, disp, 0.0).astype(np.float32)
     vf = valid.astype(np.float32)                  # invalid pixels carry no weight
-
-    def window(v):
-        return cv2.GaussianBlur(v, (0, 0), window_sigma_px)
-
-    s_w = window(vf)
-    d = d0
-    for _ in range(iterations):
-        map_x = cols - d
-        warped = cv2.remap(right, map_x, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        g = cv2.remap(grad, map_x, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * vf
-        a = ((warped - left) + g * d) * vf          # r_q + G_q d_q, regressed on G_q
-        s_g, s_a = window(g), window(a)
-        with np.errstate(divide='ignore', invalid='ignore'):
-            mean_g = s_g / s_w
-            num = window(a * g) - s_a * mean_g
-            den = window(g * g) - s_g * mean_g
-            estimate = np.where(den > 1e-12 * np.maximum(s_w, 1e-30), num / den, d)
-        estimate = np.where(np.isfinite(estimate), estimate, d)
-        d = d0 + np.clip(estimate - d0, -max_shift_px, max_shift_px)
+    d = centre
+    if coarse_sigma_px > 0:
+        coarse = _LucasKanade(cv2.GaussianBlur(left, (0, 0), coarse_sigma_px),
+                              cv2.GaussianBlur(right, (0, 0), coarse_sigma_px), vf,
+                              window_sigma_px)
+        if frame_shift_max_px > 0:
+            moved, textured = coarse.steps(centre, centre, 2, frame_shift_max_px)
+            textured &= valid
+            if textured.any():
+                centre = centre + np.float32(np.median((moved - centre)[textured]))
+        d, _ = coarse.steps(centre, centre, 1, max_shift_px)
+    d, _ = _LucasKanade(left, right, vf, window_sigma_px).steps(d, centre, iterations,
+                                                                 max_shift_px)
     return np.where(valid, d, np.nan).astype(np.float32)
+
+
+class _LucasKanade:
+    """The windowed regression steps of `refine_disparity` on one pair of images."""
+
+    def __init__(self, left: np.ndarray, right: np.ndarray, weight: np.ndarray,
+                 window_sigma_px: float):
+        self.left, self.right, self.weight, self.sigma = left, right, weight, window_sigma_px
+        self.grad = cv2.Sobel(right, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)   # central diff.
+        self.s_w = self.window(weight)
+
+    def window(self, v: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(v, (0, 0), self.sigma)
+
+    def steps(self, d: np.ndarray, centre: np.ndarray, n: int, max_shift_px: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """n steps from d, each result kept within max_shift_px of centre -> (d, textured)."""
+        cols, rows = _pixel_grid(*d.shape)
+        vf, s_w = self.weight, self.s_w
+        textured = np.zeros(d.shape, bool)
+        for _ in range(n):
+            map_x = cols - d
+            warped = cv2.remap(self.right, map_x, rows, cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+            g = cv2.remap(self.grad, map_x, rows, cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE) * vf
+            a = ((warped - self.left) + g * d) * vf     # r_q + G_q d_q, regressed on G_q
+            s_g, s_a = self.window(g), self.window(a)
+            with np.errstate(divide='ignore', invalid='ignore'):
+                mean_g = s_g / s_w
+                num = self.window(a * g) - s_a * mean_g
+                den = self.window(g * g) - s_g * mean_g
+                textured = den > 1e-12 * np.maximum(s_w, 1e-30)
+                estimate = np.where(textured, num / den, d)
+            estimate = np.where(np.isfinite(estimate), estimate, d)
+            d = centre + np.clip(estimate - centre, -max_shift_px, max_shift_px)
+        return d, textured
 
 
 def _zncc(left, right, disparity_px, window_sigma_px, texture_min, shifts_px):
