@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from l3d_ros.backends import onnx_student
 from l3d_ros.backends.onnx_student import (disparity_to_result, EXPOSURE_GAIN_RANGE,
                                            match_exposure, OnnxStudentBackend)
 from l3d_ros.config import StudentConfig
@@ -157,6 +158,31 @@ def test_shipped_student_refuses_a_scene_beyond_its_range_and_keeps_one_within()
     wrong = off.compute(left, right, frame.calib)                  # what it published before
     ok = np.isfinite(wrong.depth_m) & np.isfinite(frame.depth_m)
     assert np.median(np.abs(wrong.depth_m[ok] / frame.depth_m[ok] - 1)) > 0.2
+
+
+@pytest.mark.parametrize('seed', [20, 23])
+def test_shipped_student_far_disparity_loses_its_frame_bias(seed, monkeypatch):
+    """At 120-140 m the student's disparity runs low across the frame, more than full-resolution
+    refinement steps correct (their linear range is the texture's correlation length): the
+    coarse step on blurred images and the frame-wide shift remove the bias and halve the
+    typical error."""
+    backend = OnnxStudentBackend.from_manifest(SHIPPED.parent, StudentConfig(
+        model=str(SHIPPED)), subpixel_window_px=2.5)
+    left, right, frame = _sim_pair((120.0, 140.0), seed)
+    true = depth_to_disparity(frame.depth_m, frame.calib.fx, frame.calib.baseline_m)
+
+    def error():
+        result = backend.compute(left, right, frame.calib)
+        ok = (result.confidence > 0) & np.isfinite(true)
+        assert ok.mean() > 0.9
+        return result.disparity_px[ok] - true[ok]
+
+    err = error()
+    assert abs(np.median(err)) < 0.02 and np.median(np.abs(err)) < 0.045
+    monkeypatch.setattr(onnx_student, 'COARSE_SIGMA_PX', 0.0)
+    monkeypatch.setattr(onnx_student, 'FRAME_SHIFT_MAX_PX', 0.0)
+    before = error()                                 # full-resolution steps alone
+    assert np.median(before) < -0.04 and np.median(np.abs(before)) > 1.5 * np.median(np.abs(err))
 
 
 def test_range_end_disparities_are_unknown(exported):

@@ -6,12 +6,12 @@ import pytest
 from l3d_ros.backends.subpixel import match_peak, match_zncc, refine_disparity
 
 
-def textured_pair(a, b=0.0, c=0.0, shape=(96, 160), seed=0):
+def textured_pair(a, b=0.0, c=0.0, shape=(96, 160), seed=0, wavelengths_px=(4.0, 24.0)):
     """A band-limited texture f seen with the planar disparity d = a + b x + c y (left pixels).
 
     The left pixel x shows f(x) and matches the right pixel u = x - d(x), so the right image
     at u shows f(x) with x = (u + a + c y) / (1 - b). Both images sample the continuous
-    texture exactly. Returns (left, right, d).
+    texture exactly; its waves have wavelengths_px. Returns (left, right, d).
     """
     rng = np.random.default_rng(seed)
     h, w = shape
@@ -21,7 +21,7 @@ def textured_pair(a, b=0.0, c=0.0, shape=(96, 160), seed=0):
     def texture(u, v):
         out = np.zeros(shape)
         for _ in range(24):
-            k = 2 * np.pi / rng.uniform(4.0, 24.0)
+            k = 2 * np.pi / rng.uniform(*wavelengths_px)
             a = rng.uniform(0, 2 * np.pi)
             out += np.cos(k * (np.cos(a) * u + np.sin(a) * v) + rng.uniform(0, 2 * np.pi))
         return out
@@ -75,6 +75,34 @@ def test_nan_stays_nan_and_the_shift_is_bounded():
     assert np.abs(refined[ok] - start[ok]).max() <= 0.5 + 1e-5
 
 
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_coarse_step_converges_from_a_smooth_error_beyond_the_linear_range(seed):
+    # Fine texture (waves of 3-8 px) and a start 0.5-0.7 px off, smooth as a learned matcher's
+    # error: full-resolution steps converge only part of the way; a first step on blurred
+    # images, where brightness stays linear over a wider shift, gets much closer.
+    left, right, truth = textured_pair(10.0, 0.01, 0.005, seed=seed, wavelengths_px=(3.0, 8.0))
+    y, x = np.mgrid[0:truth.shape[0], 0:truth.shape[1]]
+    start = visible(truth - 0.6 - 0.1 * np.sin(x / 25.0) * np.cos(y / 19.0))
+    plain = np.nanmedian(np.abs(inner(refine_disparity(left, right, start) - truth)))
+    coarse = np.nanmedian(np.abs(inner(
+        refine_disparity(left, right, start, coarse_sigma_px=2.0) - truth)))
+    assert plain > 0.03 and coarse < 0.7 * plain and coarse < 0.04
+
+
+def test_frame_shift_removes_a_frame_wide_bias_and_keeps_the_per_pixel_limit():
+    left, right, truth = textured_pair(10.0, 0.01, 0.005)
+    start = visible(truth - 1.4)                   # the whole frame 1.4 px low
+    start[30:50, 60:90] += 3.0                     # and a patch matched 3 px off
+    clamped = refine_disparity(left, right, start, coarse_sigma_px=2.0)
+    assert np.nanmedian(np.abs(inner(clamped - truth))) > 0.6     # 0.75 px cannot reach it
+    shifted = refine_disparity(left, right, start, coarse_sigma_px=2.0, frame_shift_max_px=2.0)
+    assert np.nanmedian(np.abs(inner(shifted - truth))) < 0.03
+    # the patch is not dragged to the truth: it keeps within 0.75 px of the shifted field
+    assert np.nanmax(np.abs(shifted - start - 1.4)[30:50, 60:90]) < 0.75 + 0.02
+    assert np.nanmin(np.abs(shifted - truth)[30:50, 60:90]) > 1.0
+    assert np.isnan(shifted[np.isnan(start)]).all()
+
+
 def test_textureless_window_keeps_the_input():
     flat = np.full((32, 48), 0.4, np.float32)
     disp = np.full(flat.shape, 7.25, np.float32)
@@ -89,6 +117,10 @@ def test_bad_input_names_the_value():
         refine_disparity(img, img, img, window_sigma_px=0)
     with pytest.raises(ValueError, match='iterations=-1'):
         refine_disparity(img, img, img, iterations=-1)
+    with pytest.raises(ValueError, match='coarse_sigma_px=-1'):
+        refine_disparity(img, img, img, coarse_sigma_px=-1)
+    with pytest.raises(ValueError, match='frame_shift_max_px=2.0.*without coarse_sigma_px'):
+        refine_disparity(img, img, img, frame_shift_max_px=2.0)
 
 
 def test_zncc_verifies_the_true_disparity_and_rejects_a_wrong_one():
