@@ -105,8 +105,8 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarr
             if textured.any():
                 centre = centre + np.float32(np.median((moved - centre)[textured]))
         d, _ = coarse.steps(centre, centre, 1, max_shift_px)
-    d, _ = _LucasKanade(left, right, vf, window_sigma_px).steps(d, centre, iterations,
-                                                                 max_shift_px)
+    fine = _LucasKanade(left, right, vf, window_sigma_px)
+    d, _ = fine.steps(d, centre, iterations, max_shift_px)
     return np.where(valid, d, np.nan).astype(np.float32)
 
 
