@@ -119,7 +119,8 @@ def test_bad_input_names_the_value():
         refine_disparity(img, img, img, iterations=-1)
     with pytest.raises(ValueError, match='coarse_sigma_px=-1'):
         refine_disparity(img, img, img, coarse_sigma_px=-1)
-    with pytest.raises(ValueError, match='frame_shift_max_px=2.0.*without coarse_sigma_px'):
+    with pytest.raises(ValueError,
+                       match='frame_shift_max_px=2.0.*without coarse_sigma_px'):
         refine_disparity(img, img, img, frame_shift_max_px=2.0)
 
 

@@ -74,10 +74,10 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarr
     is linear in the shift only over about the texture's correlation length, so a start off by
     more (a learned matcher's smooth error, unlike SGBM's integer match) is only partly
     corrected by steps at full resolution; blurred, the linear range is wider.
-    frame_shift_max_px > 0 (needs coarse_sigma_px): first the whole field moves by the median
-    of what two blurred steps, each pixel allowed this far, would move the textured pixels:
-    a matcher's frame-wide bias. One offset for the frame drags no pixel across a depth edge,
-    and the per-pixel steps then keep within max_shift_px of the moved field.
+    frame_shift_max_px > 0 (needs coarse_sigma_px): that step may move each pixel this far,
+    and the whole field first moves by the median of what it moved the textured pixels: a
+    matcher's frame-wide bias. One offset for the frame drags no pixel across a depth edge;
+    each pixel keeps within max_shift_px of the moved field.
     """
     left, right, disp = _checked(left, right, disparity_px, window_sigma_px)
     if not (isinstance(iterations, int) and iterations >= 0):
@@ -96,18 +96,26 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarr
     vf = valid.astype(np.float32)                  # invalid pixels carry no weight
     d = centre
     if coarse_sigma_px > 0:
-        coarse = _LucasKanade(cv2.GaussianBlur(left, (0, 0), coarse_sigma_px),
-                              cv2.GaussianBlur(right, (0, 0), coarse_sigma_px), vf,
-                              window_sigma_px)
-        if frame_shift_max_px > 0:
-            moved, textured = coarse.steps(centre, centre, 2, frame_shift_max_px)
-            textured &= valid
-            if textured.any():
-                centre = centre + np.float32(np.median((moved - centre)[textured]))
-        d, _ = coarse.steps(centre, centre, 1, max_shift_px)
+        centre, d = _coarse(left, right, centre, vf, window_sigma_px, max_shift_px,
+                            coarse_sigma_px, frame_shift_max_px)
     fine = _LucasKanade(left, right, vf, window_sigma_px)
     d, _ = fine.steps(d, centre, iterations, max_shift_px)
     return np.where(valid, d, np.nan).astype(np.float32)
+
+
+def _coarse(left, right, centre, weight, window_sigma_px, max_shift_px, coarse_sigma_px,
+            frame_shift_max_px) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse step of `refine_disparity` -> (centre moved by the frame-wide shift, the
+    disparity after the step, within max_shift_px of that centre)."""
+    lk = _LucasKanade(cv2.GaussianBlur(left, (0, 0), coarse_sigma_px),
+                      cv2.GaussianBlur(right, (0, 0), coarse_sigma_px), weight, window_sigma_px)
+    moved, textured = lk.steps(centre, centre, 1, max(max_shift_px, frame_shift_max_px))
+    textured &= weight > 0
+    if frame_shift_max_px > 0 and textured.any():
+        centre = centre + np.float32(np.median((moved - centre)[textured]))
+    shift = cv2.subtract(moved, centre)
+    np.clip(shift, -max_shift_px, max_shift_px, out=shift)
+    return centre, cv2.add(centre, shift)
 
 
 class _LucasKanade:
@@ -146,7 +154,8 @@ class _LucasKanade:
             den = cv2.subtract(self.window(cv2.multiply(g, g)), cv2.multiply(s_g, mean_g))
             textured = den > floor
             estimate = cv2.divide(num, den)
-            np.copyto(estimate, d, where=~(textured & np.isfinite(estimate)))
+            keep = ~(textured & np.isfinite(estimate))
+            cv2.copyTo(d, keep.view(np.uint8), estimate)      # a bool mask read as 0 / 1
             shift = cv2.subtract(estimate, centre)
             np.clip(shift, -max_shift_px, max_shift_px, out=shift)
             d = cv2.add(centre, shift)
