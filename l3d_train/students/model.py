@@ -117,7 +117,7 @@ def local_soft_argmax(cost: torch.Tensor, radius: int = 2,
     view[dim] = -1
     shifts = torch.arange(cost.shape[dim], dtype=cost.dtype, device=cost.device).view(view)
     best = cost.argmax(dim=dim, keepdim=True).to(cost.dtype)
-    local = torch.where((shifts - best).abs() <= radius, cost, torch.full_like(cost, -1e4))
+    local = cost.masked_fill((shifts - best).abs() > radius, -1e4)
     disp = (torch.softmax(local, dim=dim) * shifts).sum(dim, keepdim=True)
     return disp, torch.softmax(cost, dim=dim)
 
