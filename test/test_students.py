@@ -7,7 +7,8 @@ import torch
 
 from l3d_train.students import count_flops, count_params, FAMILY, FLIGHT, StereoStudent
 from l3d_train.students import StudentSpec
-from l3d_train.students.model import correlation, hole_fill, local_soft_argmax
+from l3d_train.students.model import (correlation, correlation_last, hole_fill,
+                                      local_soft_argmax)
 
 TINY = StudentSpec(name='tiny', enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=1,
                    dec_heads=2, patch_size=8, input_size=(32, 48), max_disp_px=8, stem_dim=4,
@@ -43,6 +44,34 @@ def test_correlation_matches_naive_loop(stride):
             want = ((fl[0, :, rows, x] * fr[0, :, rows, x - s]).sum(0) if x >= s
                     else torch.zeros(4 // stride))
             torch.testing.assert_close(corr[0, s, :, j], want)
+
+
+@pytest.mark.parametrize('shape,n_disp,stride', [
+    ((2, 5, 7, 11), 6, 2), ((1, 4, 3, 9), 9, 1), ((1, 2, 8, 16), 16, 2)])
+def test_correlation_of_odd_sizes_and_wide_ranges_matches_the_definition(shape, n_disp, stride):
+    """The matrix-product layout (`correlation_last`) against the definition, sum over C of
+    fL(y, x) fR(y, x - s), zeros left of the image, for widths the stride does not divide and a
+    range as wide as the image."""
+    torch.manual_seed(3)
+    fl, fr = torch.randn(shape), torch.randn(shape)
+    last = correlation_last(fl, fr, n_disp, stride)
+    B, C, H, W = shape
+    want = torch.zeros(B, len(range(0, H, stride)), len(range(0, W, stride)), n_disp)
+    for i, y in enumerate(range(0, H, stride)):
+        for j, x in enumerate(range(0, W, stride)):
+            for s in range(min(n_disp, x + 1)):
+                want[:, i, j, s] = (fl[:, :, y, x] * fr[:, :, y, x - s]).sum(1)
+    torch.testing.assert_close(last, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(correlation(fl, fr, n_disp, stride), want.permute(0, 3, 1, 2))
+
+
+def test_local_soft_argmax_along_the_last_axis_equals_along_the_first():
+    torch.manual_seed(4)
+    cost = 5 * torch.randn(2, 12, 3, 4)
+    d1, p1 = local_soft_argmax(cost)
+    d2, p2 = local_soft_argmax(cost.permute(0, 2, 3, 1), dim=-1)
+    torch.testing.assert_close(d2.permute(0, 3, 1, 2), d1)
+    torch.testing.assert_close(p2.permute(0, 3, 1, 2), p1)
 
 
 def test_correlation_of_a_shifted_image_peaks_at_the_shift():
