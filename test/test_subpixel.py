@@ -103,6 +103,29 @@ def test_frame_shift_removes_a_frame_wide_bias_and_keeps_the_per_pixel_limit():
     assert np.isnan(shifted[np.isnan(start)]).all()
 
 
+def test_frame_shift_is_bounded_moves_flat_ground_with_the_frame_and_needs_many_pixels():
+    left, right, truth = textured_pair(10.0, 0.01, 0.005)
+    start = visible(truth - 0.7)
+    start[30:50, 60:90] -= 3.0                     # a patch matched 3 px further off
+    out = refine_disparity(left, right, start, coarse_sigma_px=2.0, frame_shift_max_px=0.1)
+    assert np.nanmax(np.abs(out - start)) <= 0.1 + 0.75 + 1e-5
+    # no texture (x < 70 in both views): the input, moved by the frame-wide shift
+    flat_l, flat_r = left.copy(), right.copy()
+    flat_l[:, :70] = flat_r[:, :70] = 0.2
+    start = (truth - 1.4).astype(np.float32)
+    out = refine_disparity(flat_l, flat_r, start, coarse_sigma_px=2.0, frame_shift_max_px=2.0)
+    assert np.nanmedian(np.abs(out - truth)[20:80, 110:150]) < 0.03
+    moved = (out - start)[20:80, 5:40]
+    assert np.ptp(moved) < 1e-5 and abs(moved.mean() - 1.4) < 0.05
+    # a few scattered valid pixels: no frame shift from their one-sample windows
+    sparse = np.full(truth.shape, np.nan, np.float32)
+    rng = np.random.default_rng(5)
+    rows, cols = rng.integers(12, 84, 9), rng.integers(30, 148, 9)
+    sparse[rows, cols] = truth[rows, cols] - 1.4
+    out = refine_disparity(left, right, sparse, coarse_sigma_px=2.0, frame_shift_max_px=2.0)
+    assert np.nanmax(np.abs(out - sparse)) <= 0.75 + 1e-5
+
+
 def test_textureless_window_keeps_the_input():
     flat = np.full((32, 48), 0.4, np.float32)
     disp = np.full(flat.shape, 7.25, np.float32)

@@ -61,6 +61,10 @@ def _checked(left, right, disparity_px, window_sigma_px: float):
     return left, right, disp
 
 
+# textured pixels behind a frame-wide shift (~12 independent windows at a 2.5 px window sigma)
+FRAME_SHIFT_MIN_PIXELS = 1000
+
+
 def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
                      window_sigma_px: float = 2.5, iterations: int = 2,
                      max_shift_px: float = 0.75, coarse_sigma_px: float = 0.0,
@@ -68,16 +72,19 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarr
     """(H, W) disparity [px] of the left image, NaN invalid -> refined, same NaNs.
 
     left, right: (H, W) rectified grey images (any scale, the same for both). A pixel whose
-    window has no texture (sum of weighted squared gradients 0) keeps its input disparity.
+    window has no texture (sum of weighted squared gradients 0) keeps its input disparity
+    (moved by the frame-wide shift, if any). iterations 0: the input, unchanged.
 
     coarse_sigma_px > 0: one first step on both images blurred by this Gaussian. Brightness
     is linear in the shift only over about the texture's correlation length, so a start off by
     more (a learned matcher's smooth error, unlike SGBM's integer match) is only partly
     corrected by steps at full resolution; blurred, the linear range is wider.
-    frame_shift_max_px > 0 (needs coarse_sigma_px): that step may move each pixel this far,
-    and the whole field first moves by the median of what it moved the textured pixels: a
-    matcher's frame-wide bias. One offset for the frame drags no pixel across a depth edge;
-    each pixel keeps within max_shift_px of the moved field.
+    frame_shift_max_px > 0 (needs coarse_sigma_px): that step may move each pixel up to
+    max(max_shift_px, frame_shift_max_px), and the whole field moves by the median of what it
+    moved the textured pixels whose window is at least a fifth valid (FRAME_SHIFT_MIN_PIXELS
+    of them, else no shift), limited to frame_shift_max_px: a matcher's frame-wide bias. One
+    offset for the frame drags no pixel across a depth edge; each pixel keeps within
+    max_shift_px of the moved field.
     """
     left, right, disp = _checked(left, right, disparity_px, window_sigma_px)
     if not (isinstance(iterations, int) and iterations >= 0):
@@ -111,9 +118,16 @@ def _coarse(left, right, centre, weight, window_sigma_px, max_shift_px, coarse_s
                       cv2.GaussianBlur(right, (0, 0), coarse_sigma_px), weight, window_sigma_px)
     moved, textured = lk.steps(centre, centre, 1, max(max_shift_px, frame_shift_max_px))
     textured &= weight > 0
-    if frame_shift_max_px > 0 and textured.any():
-        centre = centre + np.float32(np.median((moved - centre)[textured]))
+    if frame_shift_max_px > 0:
+        # a window of a few valid samples (an isolated pixel's weight is 1 / (2 pi sigma^2),
+        # 0.025 at 2.5 px) carries rounding noise, not a match
+        counted = textured & (lk.s_w >= 0.2)
+        if np.count_nonzero(counted) >= FRAME_SHIFT_MIN_PIXELS:
+            offset = np.median((moved - centre)[counted])
+            centre = centre + np.float32(np.clip(offset, -frame_shift_max_px,
+                                                 frame_shift_max_px))
     shift = cv2.subtract(moved, centre)
+    shift[~textured] = 0                      # no texture: the input, moved with the frame
     np.clip(shift, -max_shift_px, max_shift_px, out=shift)
     return centre, cv2.add(centre, shift)
 
@@ -134,8 +148,8 @@ class _LucasKanade:
               ) -> tuple[np.ndarray, np.ndarray]:
         """n steps from d, each result kept within max_shift_px of centre -> (d, textured).
 
-        OpenCV arithmetic on float32 (numpy's temporaries took most of a step's time); cv2's
-        division gives 0 where the divisor is 0, and those pixels keep d."""
+        OpenCV arithmetic on float32 (numpy's temporaries took most of a step's time); where
+        the regression is degenerate (den at the floor, or a non-finite quotient) d is kept."""
         cols, rows = _pixel_grid(*d.shape)
         vf, s_w = self.weight, self.s_w
         floor = np.float32(1e-12) * np.maximum(s_w, np.float32(1e-30))

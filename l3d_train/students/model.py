@@ -83,15 +83,16 @@ def correlation(f_left: torch.Tensor, f_right: torch.Tensor, n_disp: int,
 
 def correlation_last(f_left: torch.Tensor, f_right: torch.Tensor, n_disp: int,
                      stride: int = 1) -> torch.Tensor:
-    """`correlation` as (B, H/stride, W/stride, n_disp), from one batched matrix product per
-    image row: P[j, t] = sum_c fL(c, x_j) fR_pad(c, t) for the left pixels x_j = stride j and
-    every padded right column t (the right row padded with n_disp - 1 zeros on the left), of
-    which shift s is t = x_j + n_disp - 1 - s. Flattened, P[j, x_j + k] sits at j (T + stride)
-    + k (T the padded width), so zero-padding the flat rows to w (T + stride) and reading
-    them w x (T + stride) gives every left pixel's n_disp shifts side by side (k = n_disp - 1
-    - s, hence the flip). Exported this is a few reshapes and a MatMul: n_disp strided slices,
-    products and channel sums took 31 of the flight student's 95 ms in ONNX Runtime, and the
-    shifts-last layout gives the softmaxes over shifts their contiguous axis (17 -> 3 ms).
+    """`correlation` as (B, ceil(H/stride), ceil(W/stride), n_disp), from one batched matrix
+    product per image row: P[j, t] = sum_c fL(c, x_j) fR_pad(c, t) for the left pixels
+    x_j = stride j and every padded right column t (the right row padded with n_disp - 1
+    zeros on the left), of which shift s is t = x_j + n_disp - 1 - s. Flattened, P[j, x_j + k]
+    sits at j (T + stride) + k (T the padded width), so zero-padding the flat rows to
+    w (T + stride) and reading them w x (T + stride) gives every left pixel's n_disp shifts
+    side by side (k = n_disp - 1 - s, hence the flip). Exported this is a few reshapes and a
+    MatMul: n_disp strided slices, products and channel sums took 31 of the flight student's
+    95 ms in ONNX Runtime, and the shifts-last layout gives the softmaxes over shifts their
+    contiguous axis (17 -> 3 ms).
     """
     B, C, _, W = f_left.shape
     left = f_left[..., ::stride, ::stride]                              # (B, C, h, w)
