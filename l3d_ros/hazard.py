@@ -374,9 +374,6 @@ class _Terrain:
         valid = np.zeros(shape, bool)
         v = valid[:h, :w]
         v[...] = usable_cells(dem, sigma_m)
-        sig = None
-        if sigma_m is not None:
-            sig_in = np.asarray(sigma_m, np.float32)
         vf = valid.astype(np.float32)
         n = int(np.count_nonzero(v))
         z = np.zeros(shape, np.float32)
@@ -384,9 +381,10 @@ class _Terrain:
         ref_m = float(np.sum(z, dtype=np.float64) / n) if n else 0.0
         z -= np.float32(ref_m)
         z *= vf
+        sig = None
         if sigma_m is not None:
             sig = np.zeros(shape, np.float32)
-            np.multiply(_finite(sig_in), vf[:h, :w], out=sig[:h, :w])
+            np.multiply(_finite(np.asarray(sigma_m, np.float32)), vf[:h, :w], out=sig[:h, :w])
         _, inside = disc_offsets(cfg.footprint_m, cell_m)
         k = cfg.sigma_margin if sig is not None else 0.0
         return _Terrain(z, valid, vf, sig, ref_m, cell_m, cfg, inside, k)

@@ -94,7 +94,7 @@ def correlation_last(f_left: torch.Tensor, f_right: torch.Tensor, n_disp: int,
     95 ms in ONNX Runtime, and the shifts-last layout gives the softmaxes over shifts their
     contiguous axis (17 -> 3 ms).
     """
-    B, C, _, W = f_left.shape
+    B, C = f_left.shape[:2]
     left = f_left[..., ::stride, ::stride]                              # (B, C, h, w)
     right = F.pad(f_right[..., ::stride, :], (n_disp - 1, 0))           # (B, C, h, T)
     h, w, T = left.shape[2], left.shape[3], right.shape[3]
