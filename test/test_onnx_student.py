@@ -110,6 +110,26 @@ def test_manifest_input_mean_is_the_training_mean_and_is_used(exported, tmp_path
         OnnxStudentBackend.from_manifest(tmp_path, StudentConfig(model='manifest.json'))
 
 
+def test_distill_evaluates_students_as_the_node_runs_them(exported, tmp_path):
+    """The flight student's manifest figures and the ablation's published columns come from
+    one backend set up as the node's: exposure matched to the training mean, the node's
+    sub-pixel window and frame verification, the student's range guard."""
+    from l3d_ros.config import load_node_config
+    from l3d_ros.dataset import StereoPair, write_pair
+    from l3d_train.distill_cli import node_backend
+    calib = StereoCalib(fx=40.0, fy=40.0, cx=23.5, cy=15.5, baseline_m=1.0, width=48, height=32)
+    img = np.full((32, 48), 51, np.uint8)
+    write_pair(tmp_path / 'train' / 'pair_00000', StereoPair('pair_00000', img, img, calib,
+                                                             None, None, np.eye(3), np.zeros(3)))
+    model, folder = exported
+    backend = node_backend(folder / 'tiny.onnx', model, {'train': tmp_path / 'train'})
+    node = load_node_config()
+    assert backend.input_mean == pytest.approx(0.2, abs=1e-4)
+    assert backend.subpixel_window_px == node.subpixel_window_px > 0
+    assert backend.verify_unmatched_max == node.student.verify_unmatched_max < 1
+    assert backend.max_disp_px == SPEC.max_disp_px
+
+
 def test_runtime_backend_never_imports_torch():
     code = ('import sys, l3d_ros.backends.onnx_student, l3d_ros.backends; '
             "sys.exit(1 if 'torch' in sys.modules else 0)")
