@@ -84,16 +84,6 @@ def survey_share(occupancy: np.ndarray, grid: GridGeometry, radius_m: float,
     return cv2.filter2D(safe, -1, disc / disc.sum(), borderType=cv2.BORDER_CONSTANT)
 
 
-def hazard_within(occupancy: np.ndarray, grid: GridGeometry, radius_m: float) -> np.ndarray:
-    """(H, W) bool: a cell labelled hazard (OCCUPANCY_HAZARD) lies within radius_m of the
-    cell (centre to centre, the disc of `footprint_values`)."""
-    r = int(np.floor(radius_m / grid.cell_m + 1e-9))
-    ii, jj = np.mgrid[-r:r + 1, -r:r + 1]
-    disc = (np.hypot(ii, jj) * grid.cell_m <= radius_m + 1e-9).astype(np.uint8)
-    return cv2.dilate((occupancy == OCCUPANCY_HAZARD).astype(np.uint8), disc,
-                      borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
-
-
 @dataclass
 class Guidance:
     """State of the guidance for one landing; `command` and `on_hazard` advance it."""
@@ -155,9 +145,7 @@ class Guidance:
         footprint-radius disc (certified cells 1, unproven ones 1/2: high up, where no 0.3 m
         rock can be resolved yet, it is the ground without slopes, crater walls or boulders
         the data show), less `survey_distance_weight` per divert_max_m of distance from the
-        current target, and none where the map shows a hazard within footprint/2 (a landing
-        there is unsafe by the data; such a target, kept with nothing better in reach, landed
-        on the hazard); a move needs a promise of survey_share_min and, less that distance
+        current target; a move needs a promise of survey_share_min and, less that distance
         term, 0.1 more than the current target has (so a far move must promise more): in this
         map where it shows the target's disc (half of it measured), else
         as last shown (`target_promise`; a map of the ground below a lander still far from
@@ -168,9 +156,6 @@ class Guidance:
         if occupancy is None or c.survey_share_min <= 0:
             return 'no_site'
         share = survey_share(occupancy, grid, self.hazard.footprint_m)
-        # ground with a hazard shown within footprint/2 promises nothing: landing there is
-        # unsafe by the data (as a certified target is released by one, `_hazard_shown`)
-        share[hazard_within(occupancy, grid, self.hazard.footprint_m / 2)] = 0.0
         rows, cols = grid.shape
         x, y = grid.cell_centre(*np.mgrid[0:rows, 0:cols])
         p = np.asarray(position_m, np.float64)[:2]
@@ -219,5 +204,4 @@ class Guidance:
         return np.array([accel_xy[0], accel_xy[1], max(accel_z, 0.0)])
 
 
-__all__ = ['footprint_values', 'Guidance', 'hazard_within', 'target_is_safe',
-           'survey_share']
+__all__ = ['footprint_values', 'Guidance', 'target_is_safe', 'survey_share']

@@ -7,7 +7,7 @@ import pytest
 
 from l3d_ros.config import HazardConfig
 from l3d_ros.hazard import GridGeometry
-from l3d_sim.guidance import Guidance, hazard_within, target_is_safe
+from l3d_sim.guidance import Guidance, target_is_safe
 from l3d_sim.lander import initial_state, site_is_safe, step, touchdown_verdict
 from l3d_sim.mission_config import GuidanceConfig, LanderConfig, TouchdownConfig
 from l3d_sim.sim_node import plant_hazard
@@ -35,7 +35,7 @@ def test_target_safety_needs_every_cell_of_the_footprint_known_and_safe():
 
 
 def test_retarget_rules():
-    g = Guidance(replace(GuidanceConfig(), survey_share_min=0.0), HAZARD, [0.0, 0.0])
+    g = Guidance(GuidanceConfig(), HAZARD, [0.0, 0.0])
     occ = safe_map()
     assert g.on_hazard(occ, GRID, np.array([5.0, 5.0]), np.zeros(3), 100.0) == 'keep'
     occ[50, 50] = 100                                # the target is now a hazard
@@ -181,36 +181,6 @@ def test_a_certified_target_is_held_until_a_scan_shows_a_hazard_in_its_footprint
     occ[50, 52] = 100                                # a hazard 0.4 m from the target
     assert g.on_hazard(occ, GRID, None, np.zeros(3), 24.0) == 'survey'
     assert g.target_xy_m[0] > 5.0
-
-
-def test_hazard_within_is_the_footprint_disc():
-    rng = np.random.default_rng(3)
-    occ = np.where(rng.random(GRID.shape) < 0.002, 100, 60).astype(np.int8)
-    near = hazard_within(occ, GRID, HAZARD.footprint_m / 2)
-    hi, hj = np.nonzero(occ == 100)
-    for i, j in rng.integers(0, 100, (300, 2)):
-        d_m = np.hypot(hi - i, hj - j) * GRID.cell_m            # centre to centre
-        assert near[i, j] == bool((d_m <= HAZARD.footprint_m / 2 + 1e-9).any())
-
-
-def test_an_uncertified_target_with_a_hazard_in_its_footprint_is_left():
-    """A survey target the map later shows a hazard within footprint/2 of promises nothing:
-    the guidance moves to reachable ground without one, even a little less promising, and
-    never surveys towards ground whose footprint holds a hazard."""
-    cfg = replace(GuidanceConfig(), survey_share_min=0.3)
-    g = Guidance(cfg, HAZARD, [-8.0, 0.0])
-    occ = np.full(GRID.shape, 60, np.int8)           # unproven ground east of x = -2 m
-    occ[:, :40] = -1                                 # the nominal target unseen
-    assert g.on_hazard(occ, GRID, None, np.zeros(3), 40.0) == 'survey'
-    target = g.target_xy_m.copy()
-    assert g.on_hazard(occ, GRID, None, np.zeros(3), 30.0) == 'no_site'
-    i, j = GRID.cell_index(np.array([target[0]]), np.array([target[1]]))
-    occ[i[0] + 3, j[0]] = 100                        # a rock 0.6 m from the target
-    assert g.on_hazard(occ, GRID, None, np.zeros(3), 24.0) == 'survey'
-    rock = np.array(GRID.cell_centre(i[0] + 3, j[0]))
-    assert np.linalg.norm(g.target_xy_m - rock) > HAZARD.footprint_m / 2
-    assert not hazard_within(occ, GRID, HAZARD.footprint_m / 2)[
-        GRID.cell_index(np.array([g.target_xy_m[0]]), np.array([g.target_xy_m[1]]))].any()
 
 
 def test_survey_heads_for_the_ground_the_map_calls_safe_and_only_when_asked():
