@@ -111,9 +111,9 @@ def test_manifest_input_mean_is_the_training_mean_and_is_used(exported, tmp_path
 
 
 def test_distill_evaluates_students_as_the_node_runs_them(exported, tmp_path):
-    """The flight student's manifest figures and the ablation's published columns come from
-    one backend set up as the node's: exposure matched to the training mean, the node's
-    sub-pixel window and frame verification, the student's range guard."""
+    """The flight student's manifest figures come from a backend set up as the node's:
+    exposure matched to the training mean, the node's sub-pixel window and frame
+    verification, the student's range guard."""
     from l3d_ros.config import load_node_config
     from l3d_ros.dataset import StereoPair, write_pair
     from l3d_train.distill_cli import node_backend
