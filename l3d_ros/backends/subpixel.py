@@ -24,10 +24,10 @@ and amplifies noise). Two steps from SGBM's integer match converge; a learned ma
 frame-wide error can lie beyond the linear range of the brightness model, which a first step
 on blurred images and a frame-wide shift reach (`coarse_sigma_px`, `frame_shift_max_px`: the
 student's AbsRel on held-out pairs 0.0049 -> 0.0033 at 30-150 m; the node does not use them,
-see `OnnxStudentBackend.compute`). The result is limited
-to `max_shift_px` around the input (moved by the frame-wide shift, if any): the matcher's
-integer disparity is kept, only its fraction is re-estimated, and a window straddling a depth
-edge cannot drag a pixel across it.
+see `OnnxStudentBackend.compute`). The result is limited to `max_shift_px` around the
+input (moved by the frame-wide shift, if any): the matcher's integer disparity is kept, only
+its fraction is re-estimated, and a window straddling a depth edge cannot drag a pixel across
+it.
 
 Measured on held-out simulator pairs (28-150 m, sun 2-12 deg): SGBM's disparity error (1.4826
 MAD) 0.22-0.23 px -> 0.043-0.048 px; its DEM cell error (MAD, scripts/hazard_noise_study.py)

@@ -69,22 +69,15 @@ class CnnEncoder(nn.Module):
         return x.flatten(2).transpose(1, 2), patch_positions(B, h, w, img.device)
 
 
-def correlation(f_left: torch.Tensor, f_right: torch.Tensor, n_disp: int,
-                stride: int = 1) -> torch.Tensor:
-    """(B, C, H, W) x 2 -> (B, n_disp, H/stride, W/stride): sum over C of fL(y, x) fR(y, x - s).
+def correlation_last(f_left: torch.Tensor, f_right: torch.Tensor, n_disp: int,
+                     stride: int = 1) -> torch.Tensor:
+    """(B, C, H, W) x 2 -> (B, ceil(H/stride), ceil(W/stride), n_disp): sum over C of
+    fL(y, x) fR(y, x - s), shifts last.
 
     Left pixels on the stride grid (y, x multiples of `stride`), shifts s = 0..n_disp-1 in
     full-resolution pixels, so the disparity resolution stays 1 px at 1/stride^2 of the cost.
-    Right pixels left of the image (x - s < 0) read zeros. `correlation_last` lays the same
-    volume out shifts-last.
-    """
-    return correlation_last(f_left, f_right, n_disp, stride).permute(0, 3, 1, 2)
-
-
-def correlation_last(f_left: torch.Tensor, f_right: torch.Tensor, n_disp: int,
-                     stride: int = 1) -> torch.Tensor:
-    """`correlation` as (B, ceil(H/stride), ceil(W/stride), n_disp), from one batched matrix
-    product per image row: P[j, t] = sum_c fL(c, x_j) fR_pad(c, t) for the left pixels
+    Right pixels left of the image (x - s < 0) read zeros. One batched matrix product per
+    image row: P[j, t] = sum_c fL(c, x_j) fR_pad(c, t) for the left pixels
     x_j = stride j and every padded right column t (the right row padded with n_disp - 1
     zeros on the left), of which shift s is t = x_j + n_disp - 1 - s. Flattened, P[j, x_j + k]
     sits at j (T + stride) + k (T the padded width), so zero-padding the flat rows to
