@@ -107,7 +107,9 @@ def stamp_is(ns):
 @pytest.mark.ros
 def test_record_then_replay_gives_the_live_outputs_with_original_stamps(tmp_path):
     # reliable inputs: under load, best effort may lose a frame and the comparison needs all
-    params = write_params(tmp_path, depth_min_m=2.0, depth_max_m=50.0, qos={'reliable': True},
+    # near-range synthetic planes (2-50 m): SGBM's scenes, not the student's (20-150 m)
+    params = write_params(tmp_path, backend='sgbm', depth_min_m=2.0, depth_max_m=50.0,
+                          qos={'reliable': True},
                           hazard={'footprint_m': 0.5, 'cell_m': 0.05, 'map_size_m': 20.0,
                                   'roughness_max_m': 0.05, 'divert_max_m': 5.0})
     # the peer takes only what it compares: a Python peer also taking 1.5 MB point clouds falls

@@ -18,7 +18,9 @@ CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
 
 @pytest.fixture(scope='module')
 def ros(tmp_path_factory):
-    params = write_params(tmp_path_factory.mktemp('params'), depth_min_m=2.0, depth_max_m=50.0,
+    # near-range synthetic planes (2-50 m): SGBM's scenes, not the student's (20-150 m)
+    params = write_params(tmp_path_factory.mktemp('params'), backend='sgbm',
+                          depth_min_m=2.0, depth_max_m=50.0,
                           hazard={'footprint_m': 0.5, 'cell_m': 0.05, 'map_size_m': 20.0})
     node, peer = RunningNode(params), Peer('l3d_fault_peer')
     left, right, _ = plane_pair(CALIB, 4.0, seed=3)

@@ -29,7 +29,8 @@ def rss_kib(pid: int) -> int:
 
 def test_soak_30hz(tmp_path):
     duration_s = float(os.environ.get('L3D_SOAK_S', 600))
-    params = write_params(tmp_path, depth_min_m=2.0, depth_max_m=50.0,
+    # near-range synthetic planes (2-50 m): SGBM's scenes, not the student's (20-150 m)
+    params = write_params(tmp_path, backend='sgbm', depth_min_m=2.0, depth_max_m=50.0,
                           hazard={'footprint_m': 0.5, 'cell_m': 0.05, 'map_size_m': 20.0})
     # the publishing peer keeps only the newest diagnostics and depth (so it holds 30 Hz and
     # its memory stays flat); a separate process takes every output, point clouds included:
