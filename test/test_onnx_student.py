@@ -1,5 +1,6 @@
 """ONNX export and the torch-free runtime backend: parity, sha256 refusal, metric depth."""
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -42,6 +43,20 @@ def test_onnx_matches_torch(exported):
         res = model(torch.from_numpy(left)[None, None], torch.from_numpy(right)[None, None])
     np.testing.assert_allclose(disp, res['disp'][0, 0].numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(conf, res['conf'][0, 0].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_threads_are_capped_at_the_cpus_the_process_may_use(exported):
+    """A node pinned to one core (l3d hil, a board's cgroup) runs one onnxruntime thread."""
+    _, folder = exported
+    cfg = StudentConfig(model='manifest.json', threads=4)
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        pinned = OnnxStudentBackend.from_manifest(folder, cfg)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert pinned.threads == 1
+    assert OnnxStudentBackend.from_manifest(folder, cfg).threads == min(4, len(allowed))
 
 
 def test_sha256_mismatch_and_missing_file_are_refused(exported, tmp_path):

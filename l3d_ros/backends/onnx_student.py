@@ -32,6 +32,7 @@ What the student cannot know is not published as depth:
 """
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -130,6 +131,13 @@ def select_entry(manifest: dict, path: Path, file_name: str | None = None) -> di
     return found[0]
 
 
+def session_threads(threads: int) -> int:
+    """onnxruntime intra-op threads: `threads`, at most the CPUs this process may run on (a
+    node pinned to one core, as `l3d hil` pins it or a flight board's cgroup may, would
+    otherwise time-slice its threads on that core)."""
+    return max(1, min(int(threads), len(os.sched_getaffinity(0))))
+
+
 class OnnxStudentBackend:
     """(left01, right01, calib) -> DepthResult with an ONNX student on the CPU."""
 
@@ -161,7 +169,8 @@ class OnnxStudentBackend:
         self.max_disp_px = None if max_disp_px is None else float(max_disp_px)
         self.verify_unmatched_max = float(verify_unmatched_max)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        self.threads = session_threads(threads)
+        opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
         self.session = ort.InferenceSession(onnx_path.read_bytes(), opts,
