@@ -120,27 +120,16 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarr
         moved_centre, moved = _coarse(left, right, centre, vf, window_sigma_px, max_shift_px,
                                       coarse_sigma_px, frame_shift_max_px)
         if start_smooth_px > 0:
-            centre = d = cv2.add(centre, _smooth(cv2.subtract(moved, centre), vf,
-                                                 start_smooth_px))
+            move = cv2.multiply(cv2.subtract(moved, centre), vf)
+            num = cv2.GaussianBlur(move, (0, 0), start_smooth_px)
+            den = cv2.GaussianBlur(vf, (0, 0), start_smooth_px)
+            field = np.where(den > 1e-3, num / np.maximum(den, np.float32(1e-3)), 0)
+            centre = d = cv2.add(centre, field.astype(np.float32))
         else:
             centre, d = moved_centre, moved
     fine = _LucasKanade(left, right, vf, window_sigma_px)
     d, _ = fine.steps(d, centre, iterations, max_shift_px)
     return np.where(valid, d, np.nan).astype(np.float32)
-
-
-def _smooth(values: np.ndarray, weight: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Gaussian average (sigma_px) of `values` over the pixels of weight 1, 0 where none is
-    near; computed at 1/k resolution (k = sigma / 4, the field is smooth) and upsampled."""
-    h, w = values.shape
-    k = max(1, int(sigma_px // 4))
-    size = (max(1, w // k), max(1, h // k))
-    num = cv2.resize(cv2.multiply(values, weight), size, interpolation=cv2.INTER_AREA)
-    den = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
-    num = cv2.GaussianBlur(num, (0, 0), sigma_px * size[0] / w)
-    den = cv2.GaussianBlur(den, (0, 0), sigma_px * size[0] / w)
-    field = np.where(den > 1e-3, num / np.maximum(den, np.float32(1e-3)), 0).astype(np.float32)
-    return cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _coarse(left, right, centre, weight, window_sigma_px, max_shift_px, coarse_sigma_px,
