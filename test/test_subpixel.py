@@ -126,27 +126,6 @@ def test_frame_shift_is_bounded_moves_flat_ground_with_the_frame_and_needs_many_
     assert np.nanmax(np.abs(out - sparse)) <= 0.75 + 1e-5
 
 
-def test_smooth_start_follows_a_smooth_error_and_keeps_a_patch_to_its_own_match():
-    # A smooth error well beyond the full-resolution steps' reach (1.1-1.7 px) plus a patch
-    # matched 3 px off: the smoothed coarse move sets the start, the full-resolution steps
-    # converge from it; the patch's own coarse move is averaged away with its neighbours'
-    # (a pixel's coarse move is not its value), so it stays far from the truth, within
-    # max_shift_px of its smoothed start.
-    left, right, truth = textured_pair(10.0, 0.01, 0.005)
-    y, x = np.mgrid[0:truth.shape[0], 0:truth.shape[1]]
-    start = visible(truth - 1.4 - 0.3 * np.sin(x / 30.0))
-    start[30:50, 60:90] += 3.0
-    plain = refine_disparity(left, right, start)
-    smooth = refine_disparity(left, right, start, coarse_sigma_px=2.0, frame_shift_max_px=2.0,
-                              start_smooth_px=8.0)
-    rest = np.ones(truth.shape, bool)
-    rest[24:56, 54:96] = False
-    assert np.nanmedian(np.abs(inner(plain - truth))) > 0.6
-    assert np.nanmedian(np.abs(inner(np.where(rest, smooth, np.nan) - truth))) < 0.03
-    assert np.nanmin(np.abs(smooth - truth)[30:50, 60:90]) > 1.0
-    assert np.isnan(smooth[np.isnan(start)]).all()
-
-
 def test_textureless_window_keeps_the_input():
     flat = np.full((32, 48), 0.4, np.float32)
     disp = np.full(flat.shape, 7.25, np.float32)
@@ -166,10 +145,6 @@ def test_bad_input_names_the_value():
     with pytest.raises(ValueError,
                        match='frame_shift_max_px=2.0.*without coarse_sigma_px'):
         refine_disparity(img, img, img, frame_shift_max_px=2.0)
-    with pytest.raises(ValueError, match='start_smooth_px=8.0.*without coarse_sigma_px'):
-        refine_disparity(img, img, img, start_smooth_px=8.0)
-    with pytest.raises(ValueError, match='start_smooth_px=-1'):
-        refine_disparity(img, img, img, coarse_sigma_px=2.0, start_smooth_px=-1)
 
 
 def test_zncc_verifies_the_true_disparity_and_rejects_a_wrong_one():

@@ -22,13 +22,12 @@ Each step is a weighted average of neighbours' estimates, so it is stable under 
 independent per-pixel update d_p += sum w r G / sum w G^2 is not: it deconvolves the window
 and amplifies noise). Two steps from SGBM's integer match converge; a learned matcher's smooth,
 frame-wide error can lie beyond the linear range of the brightness model, which a first step
-on blurred images and a frame-wide shift reach (`coarse_sigma_px`, `frame_shift_max_px`).
-The student's node uses that coarse move only smoothed, as the start of the full-resolution
-steps (`start_smooth_px`): held-out AbsRel at 30-150 m 0.0049 -> 0.0032; published as values
-on their own, the coarse results made the closed loop land worse (OnnxStudentBackend). The
-result is limited to `max_shift_px` around the input (moved by the frame-wide shift or the
-smoothed start, if any): the matcher's integer disparity is kept, only its fraction is
-re-estimated, and a window straddling a depth edge cannot drag a pixel across it.
+on blurred images and a frame-wide shift reach (`coarse_sigma_px`, `frame_shift_max_px`: the
+student's AbsRel on held-out pairs 0.0049 -> 0.0033 at 30-150 m; the node does not use them,
+see `OnnxStudentBackend.compute`). The result is limited to `max_shift_px` around the
+input (moved by the frame-wide shift, if any): the matcher's integer disparity is kept, only
+its fraction is re-estimated, and a window straddling a depth edge cannot drag a pixel across
+it.
 
 Measured on held-out simulator pairs (28-150 m, sun 2-12 deg): SGBM's disparity error (1.4826
 MAD) 0.22-0.23 px -> 0.043-0.048 px; its DEM cell error (MAD, scripts/hazard_noise_study.py)
@@ -70,8 +69,7 @@ FRAME_SHIFT_MIN_PIXELS = 1000
 def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
                      window_sigma_px: float = 2.5, iterations: int = 2,
                      max_shift_px: float = 0.75, coarse_sigma_px: float = 0.0,
-                     frame_shift_max_px: float = 0.0, start_smooth_px: float = 0.0
-                     ) -> np.ndarray:
+                     frame_shift_max_px: float = 0.0) -> np.ndarray:
     """(H, W) disparity [px] of the left image, NaN invalid -> refined, same NaNs.
 
     left, right: (H, W) rectified grey images (any scale, the same for both). A pixel whose
@@ -88,14 +86,6 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarr
     of them, else no shift), limited to frame_shift_max_px: a matcher's frame-wide bias. One
     offset for the frame drags no pixel across a depth edge; each pixel keeps within
     max_shift_px of the moved field.
-    start_smooth_px > 0 (needs coarse_sigma_px): the coarse step only sets where the
-    full-resolution steps start, not the values: what it moved the valid pixels (frame shift
-    included) is smoothed by a Gaussian of this sigma [px] (normalised over the valid pixels)
-    and added to the input; the full-resolution steps then run from that start, each pixel
-    kept within max_shift_px of it. A learned matcher's error is smooth, so is its
-    correction, while a single pixel's coarse move on blurred images (a rock's edge, a
-    shadow's) may be wrong: the result is the full-resolution match nearest the corrected
-    start.
     """
     left, right, disp = _checked(left, right, disparity_px, window_sigma_px)
     if not (isinstance(iterations, int) and iterations >= 0):
@@ -107,9 +97,6 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarr
     if not frame_shift_max_px >= 0 or (frame_shift_max_px > 0 and coarse_sigma_px == 0):
         raise ValueError(f'frame_shift_max_px={frame_shift_max_px!r}: expected >= 0, and 0 '
                          'without coarse_sigma_px')
-    if not start_smooth_px >= 0 or (start_smooth_px > 0 and coarse_sigma_px == 0):
-        raise ValueError(f'start_smooth_px={start_smooth_px!r}: expected >= 0, and 0 without '
-                         'coarse_sigma_px')
     valid = np.isfinite(disp)
     if iterations == 0 or not valid.any():
         return disp.copy()
@@ -117,16 +104,8 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarr
     vf = valid.astype(np.float32)                  # invalid pixels carry no weight
     d = centre
     if coarse_sigma_px > 0:
-        moved_centre, moved = _coarse(left, right, centre, vf, window_sigma_px, max_shift_px,
-                                      coarse_sigma_px, frame_shift_max_px)
-        if start_smooth_px > 0:
-            move = cv2.multiply(cv2.subtract(moved, centre), vf)
-            num = cv2.GaussianBlur(move, (0, 0), start_smooth_px)
-            den = cv2.GaussianBlur(vf, (0, 0), start_smooth_px)
-            field = np.where(den > 1e-3, num / np.maximum(den, np.float32(1e-3)), 0)
-            centre = d = cv2.add(centre, field.astype(np.float32))
-        else:
-            centre, d = moved_centre, moved
+        centre, d = _coarse(left, right, centre, vf, window_sigma_px, max_shift_px,
+                            coarse_sigma_px, frame_shift_max_px)
     fine = _LucasKanade(left, right, vf, window_sigma_px)
     d, _ = fine.steps(d, centre, iterations, max_shift_px)
     return np.where(valid, d, np.nan).astype(np.float32)
