@@ -221,7 +221,7 @@ class OnnxStudentBackend:
             # moved survey targets and 4 of the first 113 runs landed unsafely, against 0
             # (runs 66, 69, 77, 82 of seed 0, the same runs as the first try, all uncertified);
             # the coarse move smoothed into the start of these steps (AbsRel 0.0032): 4 unsafe
-            # in 93 runs of seed 4 against 1, one on a certified site
+            # in 93 runs of seed 4 against 1, one on a certified site holding true hazards
             refined = refine_disparity(left01, right01, result.disparity_px,
                                        self.subpixel_window_px)
             result = disparity_to_result(refined, result.confidence, calib)
