@@ -39,6 +39,14 @@ def write_params(tmp_path: Path, **node_overrides) -> Path:
     return path
 
 
+def write_near_params(tmp_path: Path, hazard: dict | None = None, **node_overrides) -> Path:
+    """`write_params` for near-range synthetic planes (2-50 m, a 0.5 m footprint on a 20 m
+    map): SGBM's scenes, not the student's (20-150 m), so the backend is SGBM."""
+    return write_params(tmp_path, backend='sgbm', depth_min_m=2.0, depth_max_m=50.0,
+                        hazard={'footprint_m': 0.5, 'cell_m': 0.05, 'map_size_m': 20.0,
+                                **(hazard or {})}, **node_overrides)
+
+
 def diag_value(msg: DiagnosticArray, key: str) -> str:
     """The value of `key` in a DiagnosticArray (first status holding it)."""
     return next(kv.value for s in msg.status for kv in s.values if kv.key == key)

@@ -18,7 +18,7 @@ from l3d_ros.bag import (_field_type_to_msg, bag_topics, BagWriter, message_clas
 from l3d_ros.geometry import StereoCalib
 from l3d_ros.replay import replay
 from l3d_sim.synthetic import plane_pair
-from ros_harness import Peer, RunningNode, write_params
+from ros_harness import Peer, RunningNode, write_near_params
 
 CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
 
@@ -107,11 +107,8 @@ def stamp_is(ns):
 @pytest.mark.ros
 def test_record_then_replay_gives_the_live_outputs_with_original_stamps(tmp_path):
     # reliable inputs: under load, best effort may lose a frame and the comparison needs all
-    # near-range synthetic planes (2-50 m): SGBM's scenes, not the student's (20-150 m)
-    params = write_params(tmp_path, backend='sgbm', depth_min_m=2.0, depth_max_m=50.0,
-                          qos={'reliable': True},
-                          hazard={'footprint_m': 0.5, 'cell_m': 0.05, 'map_size_m': 20.0,
-                                  'roughness_max_m': 0.05, 'divert_max_m': 5.0})
+    params = write_near_params(tmp_path, qos={'reliable': True},
+                               hazard={'roughness_max_m': 0.05, 'divert_max_m': 5.0})
     # the peer takes only what it compares: a Python peer also taking 1.5 MB point clouds falls
     # behind under load, and the node then (rightly) drops superseded outputs
     node, peer = RunningNode(params), Peer(outputs=('depth', 'safe_site', '/diagnostics'))

@@ -8,7 +8,7 @@ import pytest
 from l3d_ros import msg as conv
 from l3d_ros.geometry import StereoCalib
 from l3d_sim.synthetic import plane_pair
-from ros_harness import Peer, RunningNode, write_params
+from ros_harness import Peer, RunningNode, write_near_params
 
 pytestmark = pytest.mark.ros
 CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
@@ -17,11 +17,8 @@ CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
 @pytest.fixture(scope='module')
 def ros(tmp_path_factory):
     # a 3 m wide view: a 0.5 m "footprint" so the hazard disc fits many times in it
-    # near-range synthetic planes (2-50 m): SGBM's scenes, not the student's (20-150 m)
-    params = write_params(tmp_path_factory.mktemp('params'), backend='sgbm',
-                          depth_min_m=2.0, depth_max_m=50.0,
-                          hazard={'footprint_m': 0.5, 'cell_m': 0.05, 'map_size_m': 20.0,
-                                  'roughness_max_m': 0.05, 'divert_max_m': 5.0})
+    params = write_near_params(tmp_path_factory.mktemp('params'),
+                               hazard={'roughness_max_m': 0.05, 'divert_max_m': 5.0})
     node, peer = RunningNode(params), Peer()
     yield node, peer
     peer.close()

@@ -10,7 +10,7 @@ from sensor_msgs.msg import Image
 from l3d_ros import msg as conv
 from l3d_ros.geometry import StereoCalib
 from l3d_sim.synthetic import plane_pair
-from ros_harness import diag_value, Peer, RunningNode, Sink, write_params
+from ros_harness import diag_value, Peer, RunningNode, Sink, write_near_params
 
 pytestmark = pytest.mark.ros
 CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
@@ -18,10 +18,7 @@ CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
 
 @pytest.fixture(scope='module')
 def ros(tmp_path_factory):
-    # near-range synthetic planes (2-50 m): SGBM's scenes, not the student's (20-150 m)
-    params = write_params(tmp_path_factory.mktemp('params'), backend='sgbm',
-                          depth_min_m=2.0, depth_max_m=50.0,
-                          hazard={'footprint_m': 0.5, 'cell_m': 0.05, 'map_size_m': 20.0})
+    params = write_near_params(tmp_path_factory.mktemp('params'))
     node, peer = RunningNode(params), Peer('l3d_fault_peer')
     left, right, _ = plane_pair(CALIB, 4.0, seed=3)
     peer.wait_for('depth', republish=lambda: peer.publish_pair(left, right, CALIB, 1))  # warm

@@ -14,7 +14,7 @@ from sensor_msgs.msg import Image
 from l3d_ros import msg as conv
 from l3d_ros.geometry import StereoCalib
 from l3d_sim.synthetic import plane_pair
-from ros_harness import diag_value, Peer, RunningNode, Sink, write_params
+from ros_harness import diag_value, Peer, RunningNode, Sink, write_near_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
@@ -29,9 +29,7 @@ def rss_kib(pid: int) -> int:
 
 def test_soak_30hz(tmp_path):
     duration_s = float(os.environ.get('L3D_SOAK_S', 600))
-    # near-range synthetic planes (2-50 m): SGBM's scenes, not the student's (20-150 m)
-    params = write_params(tmp_path, backend='sgbm', depth_min_m=2.0, depth_max_m=50.0,
-                          hazard={'footprint_m': 0.5, 'cell_m': 0.05, 'map_size_m': 20.0})
+    params = write_near_params(tmp_path)
     # the publishing peer keeps only the newest diagnostics and depth (so it holds 30 Hz and
     # its memory stays flat); a separate process takes every output, point clouds included:
     # a slow reliable subscriber, which must not stall the node's processing

@@ -212,16 +212,9 @@ class OnnxStudentBackend:
         disp, conf = self.infer(left01, right01)
         result = disparity_to_result(disp, conf, calib)
         if self.subpixel_window_px > 0:
-            # full-resolution steps only. The coarse step and frame shift of refine_disparity
-            # take held-out AbsRel at 30-150 m from 0.0049 to 0.0033, but the closed loop
-            # landed worse with them, twice: checked on themselves they let 5-13 % more pixels
-            # at 22-32 m pass the peak test, 0.1-0.6 px off (seed 0: 6 unsafe landings in
-            # 135 runs against 3 in 200); published only where these steps verify (same
-            # pixels as here; 20-26 m hazard recall 0.969 -> 0.990) the early scans' maps
-            # moved survey targets and 4 of the first 113 runs landed unsafely, against 0
-            # (runs 66, 69, 77, 82 of seed 0, the same runs as the first try, all uncertified);
-            # the coarse move smoothed into the start of these steps (AbsRel 0.0032): 4 unsafe
-            # in 93 runs of seed 4 against 1, one on a certified site holding true hazards
+            # full-resolution steps only: refine_disparity's coarse step (values, or a
+            # smoothed start) was better per frame three times and landed worse each time
+            # (README, closed loop)
             refined = refine_disparity(left01, right01, result.disparity_px,
                                        self.subpixel_window_px)
             result = disparity_to_result(refined, result.confidence, calib)
