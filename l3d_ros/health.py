@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from l3d_ros.hazard import OCCUPANCY_SAFE_MAX
+
 OK, WARN, ERROR = 0, 1, 2
 LATENCY_WINDOW = 200    # frames kept for the recent latency statistics
 RECENT_FAULTS = 20      # distinct faults listed per report
@@ -59,6 +61,20 @@ class LatencyHistogram:
         return float(min(self.edges_ms[k], self.max_ms))
 
 
+def scene_values(depth_m: np.ndarray, occupancy: np.ndarray, site_found: bool) -> dict:
+    """What one frame could see, for the diagnostics: the share of pixels with depth, of its
+    hazard-map cells that are known (not -1) and that are certified safe (0..49), and whether a
+    site was found. A scene in shadow or without texture shows here as low shares long before
+    its missing site is noticed downstream."""
+    def share(mask):
+        return float(mask.mean()) if mask.size else 0.0
+    occupancy = np.asarray(occupancy)
+    return {'valid_depth_share': share(np.isfinite(depth_m)),
+            'map_known_share': share(occupancy >= 0),
+            'map_safe_share': share((occupancy >= 0) & (occupancy <= OCCUPANCY_SAFE_MAX)),
+            'site_found': bool(site_found)}
+
+
 @dataclass(frozen=True)
 class Report:
     level: int
@@ -81,6 +97,7 @@ class Health:
         self.arrival_s: dict[str, float] = {}
         self.drops_seen: dict[str, int] = {}
         self.started_s = time.monotonic()
+        self.last_scene: dict = {}                     # scene_values of the newest frame
 
     def fault(self, text: str) -> None:
         with self.lock:
@@ -91,9 +108,12 @@ class Health:
     def arrived(self, stream: str, now_s: float) -> None:
         self.arrival_s[stream] = now_s
 
-    def frame_done(self, latency_ms: float, stage_ms: dict[str, float]) -> None:
+    def frame_done(self, latency_ms: float, stage_ms: dict[str, float],
+                   scene: dict | None = None) -> None:
         with self.lock:
             self.frames += 1
+            if scene is not None:
+                self.last_scene = dict(scene)
             self.latency_ms.append(latency_ms)
             self.latency_all.add(latency_ms)
             for k, v in stage_ms.items():
@@ -157,6 +177,8 @@ class Health:
                 'latency_ms_p99_since_start': f'{self.latency_all.percentile(99):.1f}',
                 'latency_ms_max_since_start': f'{self.latency_all.max_ms:.1f}',
                 **{f'stage_ms_{k}': f'{v:.1f}' for k, v in stages.items()},
+                **{f'last_frame_{k}': (f'{v:.3f}' if isinstance(v, float) else v)
+                   for k, v in self.last_scene.items()},
                 'faults': self.faults, 'last_fault': self.last_fault,
                 'recent_faults': ' | '.join(recent),
                 # a camera that streams has this near its frame period; between the scans of

@@ -28,7 +28,7 @@ from stereo_msgs.msg import DisparityImage
 
 from l3d_ros import msg as conv
 from l3d_ros.config import flatten, from_dict, NODE_NAME, StereoNodeConfig, unflatten
-from l3d_ros.health import ERROR, Health, OK, WARN
+from l3d_ros.health import ERROR, Health, OK, scene_values, WARN
 from l3d_ros.pipeline import StereoPipeline
 from l3d_ros.runtime import keep_freed_memory
 from l3d_ros.sync import LatestSlot, StereoSynchronizer
@@ -212,7 +212,9 @@ class StereoNode(Node):
             self._fault(text)
         self.out_slot.put((pair.left.header, calib, out))
         t2 = time.perf_counter()
-        self.health.frame_done(1e3 * (t2 - t0), dict(out.timings_ms, decode=1e3 * (t1 - t0)))
+        self.health.frame_done(1e3 * (t2 - t0), dict(out.timings_ms, decode=1e3 * (t1 - t0)),
+                               scene_values(out.result.depth_m, out.hazard.occupancy,
+                                            out.hazard.site is not None))
 
     def _publish_outputs(self) -> None:
         """Publisher thread: a slow reliable subscriber delays only the outputs, never the

@@ -130,6 +130,25 @@ def _stats(values: list) -> dict:
             'p95': float(np.percentile(v, 95)), 'max': float(v.max())}
 
 
+# Scenes by the share of the ground within the divert budget that sees the sun (the result's
+# `sunlit_share`): below 2 % only earthshine lights what the cameras see, and no passive-camera
+# HDA can certify a site there (true depth, the oracle's, can); up to 30 % shadows cover most
+# candidate sites.
+SUNLIT_BINS = ((0.0, 0.02, 'dark'), (0.02, 0.3, 'partly lit'), (0.3, 1.01, 'lit'))
+
+
+def by_sunlit(rows: list[dict]) -> dict:
+    """{bin name: {'lo', 'hi', 'runs', 'safe_landings'}} over SUNLIT_BINS; runs without a
+    `sunlit_share` (results of older code) fall in no bin."""
+    out = {}
+    for lo, hi, name in SUNLIT_BINS:
+        sel = [r for r in rows if r.get('sunlit_share') is not None
+               and lo <= r['sunlit_share'] < hi]
+        out[name] = {'lo': lo, 'hi': min(hi, 1.0), 'runs': len(sel),
+                     'safe_landings': sum(bool(r.get('safe')) for r in sel)}
+    return out
+
+
 def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
     """Campaign JSON: the section 6 keys first, then per-mode statistics and per-run rows."""
     per_mode = {}
@@ -149,6 +168,7 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
                                             for f in r.get('frames', [])]),
             'frame_timeouts': sum(r.get('frame_timeouts', 0) for r in rows),
             'step_timeouts': sum(r.get('step_timeouts', 0) for r in rows),
+            'by_sunlit': by_sunlit(rows),
         }
     # the headline figures are the HDA loop's; None when it was not flown (--modes oracle)
     headline = ('safe_landings', 'safe_rate', 'divert_m', 'fuel_kg', 'perception_latency_s')
@@ -166,7 +186,8 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
         'per_run': {mode: [{k: r.get(k) for k in ('seed', 'safe', 'landed', 'ground_safe',
                                                   'speed_ok', 'nominal_safe', 'divert_m',
                                                   'fuel_kg', 'vertical_speed_m_s',
-                                                  'touchdown_xy_m', 'error')}
+                                                  'touchdown_xy_m', 'sunlit_share',
+                                                  'error')}
                            for r in rows] for mode, rows in results.items()},
     }
 

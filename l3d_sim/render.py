@@ -102,6 +102,23 @@ def shadow_mask(height_m: np.ndarray, cell_m: float, sun: SunConfig) -> np.ndarr
     return lit.T if transpose else lit
 
 
+def sunlit_share(terrain: Terrain, lit: np.ndarray, centre_xy_m, radius_m: float) -> float:
+    """Share of the terrain cells within `radius_m` of `centre_xy_m` that see the sun.
+
+    lit: (N, M) 0/1 on `terrain`'s grid (`shadow_mask`, or a `Lighting`'s channel 2). A
+    diagnostic of the scene, not of any perception: with the ground a lander may divert to all
+    in cast shadow, only earthshine lights what its cameras see. NaN when no cell is that close.
+    """
+    n, m = terrain.height_m.shape
+    if lit.shape != (n, m):
+        raise ValueError(f'lit has shape {lit.shape}; expected the terrain grid {(n, m)}')
+    x = terrain.origin_xy_m[0] + (np.arange(m) + 0.5) * terrain.cell_m
+    y = terrain.origin_xy_m[1] + (np.arange(n) + 0.5) * terrain.cell_m
+    cx, cy = (float(v) for v in np.asarray(centre_xy_m, np.float64).reshape(2))
+    near = np.hypot(x[None, :] - cx, y[:, None] - cy) <= radius_m
+    return float(lit[near].mean()) if near.any() else math.nan
+
+
 def prepare_lighting(terrain: Terrain, sun: SunConfig) -> Lighting:
     """Shadow mask, smooth gradients and albedo of `terrain` under `sun` (once per pair)."""
     gy, gx = np.gradient(terrain.height_m, terrain.cell_m)
@@ -339,4 +356,5 @@ def render_frame(terrain: Terrain, cfg: SimConfig, R_world_cam: np.ndarray,  # n
 
 
 __all__ = ['Lighting', 'RenderedFrame', 'sun_direction', 'shadow_mask', 'prepare_lighting',
-           'rig_calib', 'camera_rays', 'ray_cast', 'render_stereo', 'render_frame']
+           'rig_calib', 'camera_rays', 'ray_cast', 'render_stereo', 'render_frame',
+           'sunlit_share']

@@ -140,6 +140,25 @@ def _table(summary: dict) -> list[str]:
     return rows
 
 
+def _sunlit_table(summary: dict) -> list[str]:
+    """Safe landings / runs per mode and sunlit-share bin; [] when no run has a share."""
+    modes = {mode: m['by_sunlit'] for mode, m in summary['modes'].items() if 'by_sunlit' in m}
+    if not modes or not any(b['runs'] for bins in modes.values() for b in bins.values()):
+        return []
+    names = list(next(iter(modes.values())))
+    first = next(iter(modes.values()))
+    head = [f'{n} ({100 * first[n]["lo"]:.0f}-{100 * first[n]["hi"]:.0f} %)' for n in names]
+    rows = ['Safe landings by the share of the ground within the divert budget that sees the '
+            'sun (`sunlit_share`, true terrain; below 2 % only earthshine lights the scene):',
+            '', '| mode | ' + ' | '.join(head) + ' |', '|---' * (len(names) + 1) + '|']
+    for mode, bins in modes.items():
+        cells = [f'{b["safe_landings"]}/{b["runs"]}'
+                 + (f' ({b["safe_landings"] / b["runs"]:.2f})' if b['runs'] else '')
+                 for b in bins.values()]
+        rows.append(f'| {mode} | ' + ' | '.join(cells) + ' |')
+    return rows + ['']
+
+
 def write_report(folder: Path, summary: dict, results: dict, out: Path) -> Path:
     """report.md, report.html and PNGs in `folder`; returns the markdown path."""
     folder = Path(folder)
@@ -166,7 +185,7 @@ def write_report(folder: Path, summary: dict, results: dict, out: Path) -> Path:
         f'- oracle_safe_rate (true depth, same hazard code): {summary["oracle_safe_rate"]}',
         f'- blind_safe_rate (no HDA, nominal target): {summary["blind_safe_rate"]}',
         f'- nominal target safe by ground truth in {summary["nominal_safe_rate"]:.2f} of runs',
-        '', *_table(summary), '',
+        '', *_table(summary), '', *_sunlit_table(summary),
         'Command of this campaign: `' + (summary.get('command') or 'l3d demo') + '`', '',
         'The target campaign (issue 8): `l3d land --runs 200 --seed 0 --workers 2 '
         '--json out/land200.json --report out/land200`', '',

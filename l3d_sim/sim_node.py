@@ -16,7 +16,9 @@ this node computes it from the rendered true depth with the node's own code
 with poses; exact_depth, i.e. no stereo sigma margins, as `l3d eval --backend oracle`) and
 publishes `hazard_map` / `safe_site` itself; `blind` - no scans.
 At touchdown the verdict (l3d_sim.lander.touchdown_verdict) and the trajectory are written to
-run.result_path (JSON) and beside it (.npz), and the node exits.
+run.result_path (JSON) and beside it (.npz), and the node exits. The result also holds
+`sunlit_share`, the share of the true terrain within guidance.divert_max_m of the nominal target
+that sees the sun: a diagnostic of the scene (`l3d land` bins its safe rates by it).
 """
 from dataclasses import replace
 import json
@@ -48,7 +50,7 @@ from l3d_sim import lander as dyn
 from l3d_sim.config import load_sim_config, SIM_NODE_NAME, SimConfig
 from l3d_sim.groundtruth import crop_dem
 from l3d_sim.mission_config import load_mission_config, MissionConfig, params_file_from_args
-from l3d_sim.render import prepare_lighting, render_frame
+from l3d_sim.render import prepare_lighting, render_frame, shadow_mask, sunlit_share
 from l3d_sim.terrain import make_terrain, Terrain
 
 T0_NS = 1_000_000_000        # sim time of the first step (stamp 0 reads as "unset" to some tools)
@@ -189,6 +191,9 @@ class SimNode(Node):
         terrain = landing_terrain(self.sim, m)
         lighting = prepare_lighting(terrain, self.sim.sun) if run.mode != 'blind' else None
         nominal = np.array(g.nominal_xy_m, np.float64)
+        lit = (lighting.channels[..., 2] if lighting is not None
+               else shadow_mask(terrain.height_m, terrain.cell_m, self.sim.sun))
+        sunlit = sunlit_share(terrain, lit, nominal, g.divert_max_m)
         ground0 = float(terrain.height_at(*nominal))
         azimuth = start_rng.uniform(0, 2 * math.pi)
         heading = np.array([math.cos(azimuth), math.sin(azimuth), 0.0])
@@ -249,6 +254,7 @@ class SimNode(Node):
             'final_target_xy_m': list(final_target),
             'divert_m': float(np.linalg.norm(np.array(final_target) - nominal)),
             'nominal_safe': dyn.site_is_safe(terrain, nominal, self.node_cfg.hazard),
+            'sunlit_share': sunlit,
             'fuel_kg': float(fuel0 - state.mass_kg), 'time_s': float(state.t_s),
             'nav_bias_m': bias.tolist(), 'frames': frames, 'step_timeouts': step_timeouts,
             'frame_timeouts': frame_timeouts,

@@ -47,9 +47,11 @@ def write_near_params(tmp_path: Path, hazard: dict | None = None, **node_overrid
                                 **(hazard or {})}, **node_overrides)
 
 
-def diag_value(msg: DiagnosticArray, key: str) -> str:
-    """The value of `key` in a DiagnosticArray (first status holding it)."""
-    return next(kv.value for s in msg.status for kv in s.values if kv.key == key)
+def diag_value(msg: DiagnosticArray, key: str, default: str | None = None) -> str:
+    """The value of `key` in a DiagnosticArray (first status holding it); `default` when none
+    holds it (None: StopIteration)."""
+    found = (kv.value for s in msg.status for kv in s.values if kv.key == key)
+    return next(found) if default is None else next(found, default)
 
 
 class Peer:

@@ -8,6 +8,7 @@ small rig is noisier than the shipped 512 px one, and the shipped stereo noise m
 this world uses 0.1 px and 1.5 sigma (at 1 sigma the node certified a site whose footprint
 holds 2 true hazard cells of 0.34 m at the boulder skirt); the ground truth judges the landing.
 """
+from dataclasses import replace
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from l3d_sim.campaign import fly, run_params
 from l3d_sim.config import load_sim_config
 from l3d_sim.lander import site_is_safe
 from l3d_sim.mission_config import load_mission_config
+from l3d_sim.render import prepare_lighting, sunlit_share
 from l3d_sim.sim_node import landing_terrain
 
 pytestmark = pytest.mark.ros
@@ -79,7 +81,17 @@ def test_hda_diverts_from_a_boulder_to_a_safe_site_and_repeats_exactly(tmp_path)
 
 
 def test_blind_lander_lands_on_the_boulder(tmp_path):
-    result, _ = land(tmp_path, 'blind', mode='blind')
+    result, params_file = land(tmp_path, 'blind', mode='blind')
     assert result['landed'] and result['divert_m'] == 0.0
+    # the scene's sunlit share (no lighting is prepared without scans) is the one the HDA
+    # modes take from their renderer's lighting: lit but for the boulder's shadow
+    sim, mission = load_sim_config(params_file), load_mission_config(params_file)
+    sun = replace(sim.sun, elevation_deg=mission.run.sun_elevation_deg,
+                  azimuth_deg=mission.run.sun_azimuth_deg)
+    terrain = landing_terrain(sim, mission)
+    lit = prepare_lighting(terrain, sun).channels[..., 2]
+    assert result['sunlit_share'] == pytest.approx(
+        sunlit_share(terrain, lit, np.zeros(2), mission.guidance.divert_max_m), abs=1e-9)
+    assert 0.95 < result['sunlit_share'] < 1.0
     assert np.linalg.norm(result['touchdown_xy_m']) < 2.0      # nominal target + nav bias
     assert not result['ground_safe'] and not result['safe']

@@ -1,6 +1,6 @@
 import numpy as np
 
-from l3d_ros.health import ERROR, Health, OK, SILENT_AFTER_S, WARN
+from l3d_ros.health import ERROR, Health, OK, scene_values, SILENT_AFTER_S, WARN
 
 
 def report(health, active='sgbm', configured='sgbm', refused=False, drops=None, timeout=0.0):
@@ -103,3 +103,25 @@ def test_no_input_at_all_for_longer_than_the_timeout_is_an_error():
     for stream in ('left', 'right', 'left_info', 'right_info'):
         h.arrived(stream, time.monotonic())
     assert report(h, timeout=2.0).level == OK                 # inputs back
+
+
+def test_what_the_last_frame_could_see_is_reported():
+    """A frame in shadow: a quarter of its pixels with depth, its map half unknown, a tenth
+    certified (0..49; 50..99 is unproven, not safe), no site; reported to 3 digits."""
+    depth = np.full((4, 8), np.nan, np.float32)
+    depth[:2, :4] = 30.0
+    occupancy = np.full((10, 10), -1, np.int8)
+    occupancy[:5] = 100
+    occupancy[0, :] = 49
+    occupancy[1, :] = 50
+    scene = scene_values(depth, occupancy, False)
+    assert scene == {'valid_depth_share': 0.25, 'map_known_share': 0.5,
+                     'map_safe_share': 0.1, 'site_found': False}
+    h = Health()
+    assert not any(k.startswith('last_frame_') for k in report(h).values)   # no frame yet
+    h.frame_done(10.0, {}, scene)
+    values = report(h).values
+    assert values['last_frame_valid_depth_share'] == '0.250'
+    assert values['last_frame_map_safe_share'] == '0.100'
+    assert values['last_frame_site_found'] == 'False'
+    assert scene_values(depth[:0], occupancy[:0], True)['map_known_share'] == 0.0

@@ -8,7 +8,7 @@ import pytest
 from l3d_ros import msg as conv
 from l3d_ros.geometry import StereoCalib
 from l3d_sim.synthetic import plane_pair
-from ros_harness import Peer, RunningNode, write_near_params
+from ros_harness import diag_value, Peer, RunningNode, write_near_params
 
 pytestmark = pytest.mark.ros
 CALIB = StereoCalib(400.0, 400.0, 159.5, 119.5, 0.5, 320, 240)
@@ -90,9 +90,21 @@ def test_hazard_map_and_safe_site(ros, tilt_deg, stamp_ns, safe):
         assert (known < 50).mean() > 0.8                 # 0..49: safe, graded by margin
         site = peer.wait_for('safe_site', stamp_is(stamp_ns))
         assert site.header.frame_id == 'map'
+        # /diagnostics tells what the newest frame could see: this map's shares, a site
+        safe_share = ((values >= 0) & (values < 50)).mean()
+        diag = peer.wait_for('/diagnostics', lambda m: abs(float(diag_value(
+            m, 'last_frame_map_safe_share', 'nan')) - safe_share) < 1e-3)
+        assert diag_value(diag, 'last_frame_site_found') == 'True'
+        assert float(diag_value(diag, 'last_frame_map_known_share')) == pytest.approx(
+            (values >= 0).mean(), abs=1e-3)
+        assert float(diag_value(diag, 'last_frame_valid_depth_share')) > 0.5
     else:
         assert (known == 100).mean() > 0.95
         peer.wait_for('depth', stamp_is(stamp_ns))          # the frame is fully processed
         time.sleep(0.5)
         with peer.lock:
             assert not [m for m in peer.received['safe_site'] if stamp_is(stamp_ns)(m)]
+        # no earlier frame of this node lacked a site: only this one can report none
+        diag = peer.wait_for('/diagnostics', lambda m: diag_value(
+            m, 'last_frame_site_found', '') == 'False')
+        assert float(diag_value(diag, 'last_frame_map_safe_share')) < 0.05

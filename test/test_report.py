@@ -40,3 +40,24 @@ def test_headline_safe_rate_is_the_hda_loops_or_none():
     alone = summarize({'oracle': oracle}, {})
     assert alone['safe_rate'] is None and alone['safe_landings'] is None
     assert alone['oracle_safe_rate'] == 1.0 and alone['runs'] == 2
+
+
+def test_safe_landings_binned_by_the_sunlit_share_of_the_scene():
+    """Each run falls in the bin of its sunlit_share (0.02 in 'partly lit', not 'dark'); runs of
+    older results without one fall in none; the report's table shows the counts."""
+    from l3d_sim.campaign import summarize
+    from l3d_sim.report import _sunlit_table
+
+    def row(safe, share):
+        return {'safe': safe, 'nominal_safe': False, 'divert_m': 1.0, 'fuel_kg': 40.0,
+                'vertical_speed_m_s': 1.0, 'frames': [], 'sunlit_share': share}
+    hda = [row(False, 0.0), row(True, 0.019), row(True, 0.02), row(False, 0.5), row(True, 1.0),
+           row(True, None)]
+    s = summarize({'hda': hda, 'blind': [row(True, r['sunlit_share']) for r in hda]}, {})
+    bins = s['modes']['hda']['by_sunlit']
+    assert [(b['runs'], b['safe_landings']) for b in bins.values()] == [(2, 1), (1, 1), (2, 1)]
+    assert s['per_run']['hda'][1]['sunlit_share'] == 0.019
+    table = _sunlit_table(s)
+    assert '| hda | 1/2 (0.50) | 1/1 (1.00) | 1/2 (0.50) |' in table
+    assert '| blind | 2/2 (1.00) | 1/1 (1.00) | 2/2 (1.00) |' in table
+    assert _sunlit_table(summarize({'hda': [row(True, None)]}, {})) == []

@@ -9,7 +9,7 @@ from l3d_ros.geometry import nadir_pose
 from l3d_sim.config import RigConfig, SunConfig, TerrainConfig
 from l3d_sim.dataset import descent_pose
 from l3d_sim.render import (camera_rays, ray_cast, render_frame, render_stereo, rig_calib,
-                            shadow_mask)
+                            shadow_mask, sunlit_share)
 from l3d_sim.terrain import crater_profile, make_terrain, Terrain
 
 RIG = RigConfig(width=64, height=48, hfov_deg=40.0, baseline_m=2.0, noise_sigma_dn=0.0)
@@ -110,6 +110,29 @@ def test_boulder_shadow_length_matches_sun_elevation():
     assert shadow.max() == pytest.approx(0.95 + length_m, abs=0.1)  # from its top edge
     assert lit[row, :140].all()                                  # sun side is lit
     assert lit[170:, :].all() and lit[:130, :].all()             # not beside it
+
+
+def test_sunlit_share_of_a_slope_facing_away_from_a_low_sun():
+    """A plane tilted 6 deg away from a 4 deg sun is all in shadow (the seed-4 landings whose
+    whole divert reach faced away); the same plane under a 10 deg sun is all lit; a block's
+    shadow takes its share of a disc."""
+    terrain = flat(size_m=40.0)
+    x = (np.arange(400) - 199.5) * 0.1
+    tilted = replace(terrain, height_m=np.broadcast_to(
+        (-x * math.tan(math.radians(6.0))).astype(np.float32), (400, 400)).copy())
+    sun = SunConfig(elevation_deg=4.0, azimuth_deg=180.0)        # sun towards -x, uphill
+    assert sunlit_share(tilted, shadow_mask(tilted.height_m, 0.1, sun), (0, 0), 15.0) == 0.0
+    high = replace(sun, elevation_deg=10.0)
+    assert sunlit_share(tilted, shadow_mask(tilted.height_m, 0.1, high), (0, 0), 15.0) == 1.0
+    h = terrain.height_m
+    h[190:210, 190:210] = 1.0                                    # 2 m block, 1 m tall
+    lit = shadow_mask(h, 0.1, SunConfig(elevation_deg=10.0, azimuth_deg=180.0))
+    share = sunlit_share(terrain, lit, (0, 0), 10.0)
+    shadow_m2 = 2.0 * (1.0 / math.tan(math.radians(10.0)))     # 2 m wide, 5.67 m long
+    assert share == pytest.approx(1 - shadow_m2 / (math.pi * 100.0), abs=0.01)
+    assert math.isnan(sunlit_share(terrain, lit, (100.0, 0.0), 5.0))   # off the terrain
+    with pytest.raises(ValueError, match=r'lit has shape \(10, 10\)'):
+        sunlit_share(terrain, lit[:10, :10], (0, 0), 5.0)
 
 
 def test_same_seed_identical_images():
