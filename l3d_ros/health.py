@@ -64,8 +64,7 @@ class LatencyHistogram:
 def scene_values(depth_m: np.ndarray, occupancy: np.ndarray, site_found: bool) -> dict:
     """What one frame could see, for the diagnostics: the share of pixels with depth, of its
     hazard-map cells that are known (not -1) and that are certified safe (0..49), and whether a
-    site was found. A scene in shadow or without texture shows here as low shares long before
-    its missing site is noticed downstream."""
+    site was found: a scene in shadow or without texture shows as low shares."""
     def share(mask):
         return float(mask.mean()) if mask.size else 0.0
     occupancy = np.asarray(occupancy)

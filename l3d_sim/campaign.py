@@ -131,9 +131,9 @@ def _stats(values: list) -> dict:
 
 
 # Scenes by the share of the ground within the divert budget that sees the sun (the result's
-# `sunlit_share`): below 2 % only earthshine lights what the cameras see, and no passive-camera
-# HDA can certify a site there (true depth, the oracle's, can); up to 30 % shadows cover most
-# candidate sites.
+# `sunlit_share`): below 2 % only earthshine lights what the cameras see (neither backend
+# certified a pixel of such scenes, true depth does: docs/sunlit); up to 30 % shadows cover
+# most candidate sites.
 SUNLIT_BINS = ((0.0, 0.02, 'dark'), (0.02, 0.3, 'partly lit'), (0.3, 1.01, 'lit'))
 
 

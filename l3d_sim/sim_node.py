@@ -254,7 +254,7 @@ class SimNode(Node):
             'final_target_xy_m': list(final_target),
             'divert_m': float(np.linalg.norm(np.array(final_target) - nominal)),
             'nominal_safe': dyn.site_is_safe(terrain, nominal, self.node_cfg.hazard),
-            'sunlit_share': sunlit,
+            'sunlit_share': sunlit if math.isfinite(sunlit) else None,
             'fuel_kg': float(fuel0 - state.mass_kg), 'time_s': float(state.t_s),
             'nav_bias_m': bias.tolist(), 'frames': frames, 'step_timeouts': step_timeouts,
             'frame_timeouts': frame_timeouts,
