@@ -72,8 +72,11 @@ def main(argv=None) -> int:
     by_scene = {}
     for path in todo:
         by_scene.setdefault((Path(path).parents[2], Path(path).parent.name), path)
-    with ProcessPoolExecutor(max(1, args.workers)) as pool:
-        shares = dict(zip(by_scene, pool.map(scene_share, by_scene.values())))
+    if args.workers > 1:
+        with ProcessPoolExecutor(args.workers) as pool:
+            shares = dict(zip(by_scene, pool.map(scene_share, by_scene.values())))
+    else:
+        shares = dict(zip(by_scene, map(scene_share, by_scene.values())))
     lines, everything, dump = [], {}, {}
     for out, modes in campaigns.items():
         rows_by_mode = {}
