@@ -108,6 +108,9 @@ class HazardConfig:
     disparity_sigma_px: float = 0.25  # stereo matching noise used for the height variance
     divert_max_m: float = 60.0      # largest lateral distance from the nominal target [m]
     clearance_weight: float = 1.0   # site score: clearance [m] minus this * distance / divert
+    # frames from nearly the same viewpoint err alike (a hovering lander, a 10 Hz camera): a
+    # cell's fused sigma shrinks at most as if this many frames as good as its best saw it
+    looks_max: float = 3.0
 
     def __post_init__(self):
         check_positive('hazard.footprint_m', self.footprint_m)
@@ -124,6 +127,8 @@ class HazardConfig:
         check(self.divert_max_m >= 0, 'hazard.divert_max_m', self.divert_max_m, '>= 0 m')
         check(self.clearance_weight >= 0, 'hazard.clearance_weight', self.clearance_weight,
               '>= 0')
+        check(self.looks_max >= 1.0, 'hazard.looks_max', self.looks_max,
+              '>= 1 (1: no frame tightens a cell beyond its best one)')
 
 
 @dataclass(frozen=True)

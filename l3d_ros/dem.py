@@ -4,7 +4,12 @@ The map is a fixed square of side `map_size_m` and cell `cell_m` (bounded memory
 follows l3d_ros.hazard.GridGeometry (rows along +y, columns along +x, z up). Each cell keeps
 sum(1/sigma^2) and sum(z/sigma^2) over every point that fell in it, so its height is the
 inverse-variance weighted mean and its sigma 1/sqrt(sum(1/sigma^2)): several points of one
-frame in a cell count as several measurements, and later frames tighten the estimate.
+frame in a cell count as several measurements, and later frames tighten the estimate, but at
+most as `hazard.looks_max` frames as good as the cell's best one would: each cell also keeps
+its largest single-frame weight, and sigma = 1/sqrt(min(sum, looks_max * largest)). Frames
+from nearly the same viewpoint (a hovering lander, a camera streaming at 10 Hz) repeat the
+same errors (rock tops smoothed, texture, shadows); counted as independent, a hundred of them
+would certify ground no single frame could judge.
 """
 import math
 
@@ -48,6 +53,7 @@ class DemFusion:
         self.n_cells = int(round(cfg.map_size_m / cfg.cell_m))
         self._sum_w = np.zeros((self.n_cells, self.n_cells), np.float64)
         self._sum_wz = np.zeros((self.n_cells, self.n_cells), np.float64)
+        self._max_w = np.zeros((self.n_cells, self.n_cells), np.float64)   # best single frame
         self._centre = None if origin_xy_m is None else tuple(map(float, origin_xy_m))
         self.grid: GridGeometry | None = None
         self.dropped = 0            # finite points that fell outside the map, all batches
@@ -66,6 +72,7 @@ class DemFusion:
         """Forget all heights (the origin stays where it was)."""
         self._sum_w[:] = 0.0
         self._sum_wz[:] = 0.0
+        self._max_w[:] = 0.0
         self.dropped = 0
         self.last_cells = None
 
@@ -117,7 +124,9 @@ class DemFusion:
         w = keep / np.square(sig_f)
         wz = w * np.fmin(np.fmax(z, np.float32(-1e12)), np.float32(1e12))
         shape = (r1 - r0, c1 - c0)
-        self._sum_w[r0:r1, c0:c1] += np.bincount(flat, w, size).reshape(shape)
+        batch_w = np.bincount(flat, w, size).reshape(shape)
+        self._sum_w[r0:r1, c0:c1] += batch_w
+        np.maximum(self._max_w[r0:r1, c0:c1], batch_w, out=self._max_w[r0:r1, c0:c1])
         self._sum_wz[r0:r1, c0:c1] += np.bincount(flat, wz, size).reshape(shape)
         self.last_cells = (r0, r1, c0, c1)
 
@@ -129,9 +138,10 @@ class DemFusion:
         """
         r0, r1, c0, c1 = self._clip(cells or (0, self.n_cells, 0, self.n_cells))
         sw, swz = self._sum_w[r0:r1, c0:c1], self._sum_wz[r0:r1, c0:c1]
+        looks = np.minimum(sw, self.cfg.looks_max * self._max_w[r0:r1, c0:c1])
         with np.errstate(divide='ignore', invalid='ignore'):   # 0 / 0 -> NaN where no point
             height = (swz / sw).astype(np.float32)
-            sigma = (np.sqrt(sw) / sw).astype(np.float32)      # 1 / sqrt(sw)
+            sigma = (np.sqrt(looks) / looks).astype(np.float32)   # 1 / sqrt(capped sum)
         return height, sigma
 
     def has_data(self, cells: tuple[int, int, int, int]) -> np.ndarray:

@@ -197,6 +197,29 @@ def test_fusing_two_noisy_frames_lowers_sigma_and_error():
     assert fusion.dropped == 1
 
 
+def test_repeated_looks_tighten_a_cell_at_most_looks_max_times():
+    """Ten equal frames (a hover) shrink sigma by sqrt(looks_max), not sqrt(10); the mean still
+    takes every frame; a far better frame sets the cap anew; looks_max 1: the best frame's."""
+    from l3d_ros.dem import DemFusion
+    y, x = np.mgrid[0:40, 0:40] * 0.05 - 1.0
+    pts = np.stack([x, y, np.zeros_like(x)], -1)
+    for looks_max in (3.0, 1.0):
+        fusion = DemFusion(HazardConfig(map_size_m=20.0, looks_max=looks_max),
+                           origin_xy_m=(0.0, 0.0))
+        for k in range(10):
+            fusion.add_points(pts + [0.0, 0.0, 0.01 * k], np.full(x.shape, 0.2))
+        h, s = fusion.dem(fusion.last_cells)
+        one = 0.2 / 4                                            # 16 points per cell
+        assert np.nanmedian(s) == pytest.approx(one / math.sqrt(looks_max), rel=1e-3)
+        assert np.nanmedian(h) == pytest.approx(0.045, abs=1e-4)   # mean of 0.00 .. 0.09
+        fusion.add_points(pts, np.full(x.shape, 0.02))          # 10x better: a lower scan
+        _, s = fusion.dem(fusion.last_cells)                     # 10 + 100 frame weights
+        capped = min(110.0, looks_max * 100.0)
+        assert np.nanmedian(s) == pytest.approx(one / math.sqrt(capped), rel=1e-3)
+    with pytest.raises(ValueError, match='hazard.looks_max'):
+        HazardConfig(looks_max=0.5)
+
+
 def fusion_truth(fusion, gradient):
     h, _ = fusion.dem(fusion.last_cells)
     grid = fusion.sub_grid(fusion.last_cells)
