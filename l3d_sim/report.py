@@ -140,23 +140,31 @@ def _table(summary: dict) -> list[str]:
     return rows
 
 
-def _sunlit_table(summary: dict) -> list[str]:
-    """Safe landings / runs per mode and sunlit-share bin; [] when no run has a share."""
-    modes = {mode: m['by_sunlit'] for mode, m in summary['modes'].items() if 'by_sunlit' in m}
-    if not modes or not any(b['runs'] for bins in modes.values() for b in bins.values()):
+def sunlit_rows(bins_by_mode: dict[str, dict]) -> list[str]:
+    """Markdown table of safe landings / runs per mode and sunlit-share bin
+    (`l3d_sim.campaign.by_sunlit` of each mode); [] when no run has a share."""
+    if not any(b['runs'] for bins in bins_by_mode.values() for b in bins.values()):
         return []
-    names = list(next(iter(modes.values())))
-    first = next(iter(modes.values()))
-    head = [f'{n} ({100 * first[n]["lo"]:.0f}-{100 * first[n]["hi"]:.0f} %)' for n in names]
-    rows = ['Safe landings by the share of the ground within the divert budget that sees the '
-            'sun (`sunlit_share`, true terrain; below 2 % only earthshine lights the scene):',
-            '', '| mode | ' + ' | '.join(head) + ' |', '|---' * (len(names) + 1) + '|']
-    for mode, bins in modes.items():
+    first = next(iter(bins_by_mode.values()))
+    head = [f'{n} ({100 * b["lo"]:.0f}-{100 * b["hi"]:.0f} %)' for n, b in first.items()]
+    rows = ['| mode | ' + ' | '.join(head) + ' |', '|---' * (len(head) + 1) + '|']
+    for mode, bins in bins_by_mode.items():
         cells = [f'{b["safe_landings"]}/{b["runs"]}'
                  + (f' ({b["safe_landings"] / b["runs"]:.2f})' if b['runs'] else '')
                  for b in bins.values()]
         rows.append(f'| {mode} | ' + ' | '.join(cells) + ' |')
-    return rows + ['']
+    return rows
+
+
+def _sunlit_table(summary: dict) -> list[str]:
+    """The report's sunlit section; [] when no run has a share."""
+    rows = sunlit_rows({mode: m['by_sunlit'] for mode, m in summary['modes'].items()
+                        if 'by_sunlit' in m})
+    if not rows:
+        return []
+    return ['Safe landings by the share of the ground within the divert budget that sees the '
+            'sun (`sunlit_share`, true terrain; below 2 % only earthshine lights the scene):',
+            '', *rows, '']
 
 
 def write_report(folder: Path, summary: dict, results: dict, out: Path) -> Path:
@@ -213,4 +221,4 @@ def write_report(folder: Path, summary: dict, results: dict, out: Path) -> Path:
 
 
 __all__ = ['write_report', 'wilson_interval', 'plot_safe_rates', 'plot_trajectories',
-           'plot_hazard_map']
+           'plot_hazard_map', 'sunlit_rows']

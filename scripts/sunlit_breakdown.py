@@ -22,6 +22,7 @@ from l3d_sim.campaign import by_sunlit
 from l3d_sim.config import load_sim_config
 from l3d_sim.mission_config import load_mission_config
 from l3d_sim.render import shadow_mask, sunlit_share
+from l3d_sim.report import sunlit_rows
 from l3d_sim.sim_node import landing_terrain
 
 
@@ -50,12 +51,8 @@ def load_runs(out: Path) -> dict[str, dict[str, dict]]:
 
 
 def table(title: str, rows_by_mode: dict[str, list[dict]]) -> list[str]:
-    lines = [f'### {title}', '', '| mode | runs | ' + ' | '.join(
-        name for name in by_sunlit([])) + ' |', '|---' * (len(by_sunlit([])) + 2) + '|']
-    for mode, rows in rows_by_mode.items():
-        cells = [f'{b["safe_landings"]}/{b["runs"]}' for b in by_sunlit(rows).values()]
-        lines.append(f'| {mode} | {len(rows)} | ' + ' | '.join(cells) + ' |')
-    return lines + ['']
+    bins = {mode: by_sunlit(rows) for mode, rows in rows_by_mode.items()}
+    return [f'### {title}', '', *sunlit_rows(bins), '']
 
 
 def main(argv=None) -> int:

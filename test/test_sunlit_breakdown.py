@@ -35,8 +35,8 @@ def test_breakdown_keeps_recorded_shares_and_rebuilds_missing_ones(tmp_path, cap
     assert rebuilt > 0.95                                    # a 60 deg sun: nearly all lit
     assert breakdown.main([str(out), '--workers', '1', '--json', str(tmp_path / 'b.json')]) == 0
     printed = capsys.readouterr().out
-    assert '| hda | 2 | 0/1 | 0/0 | 1/1 |' in printed
-    assert '| blind | 1 | 0/0 | 0/0 | 0/1 |' in printed
+    assert '| hda | 0/1 (0.00) | 0/0 | 1/1 (1.00) |' in printed
+    assert '| blind | 0/0 | 0/0 | 0/1 (0.00) |' in printed
     runs = json.loads((tmp_path / 'b.json').read_text())['runs'][str(out)]
     assert runs['hda']['run_0000']['sunlit_share'] == rebuilt
     assert runs['blind']['run_0000']['sunlit_share'] == rebuilt   # one scene, any mode
