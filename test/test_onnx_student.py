@@ -264,3 +264,23 @@ def test_student_disparities_off_their_correlation_peak_are_unknown():
     backend.infer = fake(0.8, slice(0, h))
     with pytest.raises(ValueError, match='off its peak'):
         backend.compute(left, right, frame.calib)
+
+
+def test_shipped_student_publishes_nothing_the_right_camera_cannot_see():
+    """At 20-26 m the left border strip the right camera does not see is ~12 % of the image;
+    the network extrapolates a disparity there (0.2-1.8 px off, published before): confidence
+    0 there now, while the ground both views see keeps its depth."""
+    backend = OnnxStudentBackend.from_manifest(SHIPPED.parent, StudentConfig(
+        model=str(SHIPPED)), subpixel_window_px=2.5)
+    left, right, frame = _sim_pair((20.0, 26.0), 6)
+    calib = frame.calib
+    true = depth_to_disparity(frame.depth_m, calib.fx, calib.baseline_m)
+    result = backend.compute(left, right, calib)
+    u = np.arange(calib.width)[None, :]
+    strip = np.isfinite(true) & (u < true - 2)          # off the right image by > 2 px
+    assert strip.mean() > 0.08
+    assert (result.confidence[strip] == 0).all()
+    seen = np.isfinite(true) & (u > true + 8)
+    assert (result.confidence[seen] > 0).mean() > 0.7
+    raw = disparity_to_result(*backend.infer(left, right), calib)    # what the network says
+    assert (raw.confidence[strip] > 0.3).mean() > 0.5

@@ -68,3 +68,41 @@ def test_subpixel_refinement_removes_pixel_locking(depth_m, tilt_deg):
     raw, refined = errors
     assert np.median(refined) < 0.35 * np.median(raw)
     assert np.quantile(refined, 0.99) < 0.5 * np.quantile(raw, 0.99)
+
+
+def test_unseen_by_right_flags_the_left_border_strip():
+    from l3d_ros.backends.base import unseen_by_right
+    disp = np.full((4, 40), 6.0, np.float32)
+    disp[1, 2] = 1.0                     # a wrong small match inside the strip
+    disp[2, :] = np.nan                  # unknown stays unknown (not flagged)
+    disp[2, 20:] = 6.0
+    disp[3, :10] = np.nan                # a strip with no disparity and ground beyond it
+    unseen = unseen_by_right(disp)
+    expected = np.zeros(disp.shape, bool)
+    expected[[0, 1], :5] = True          # u + 1 < 6: the match u - 6 lies off the image
+    np.testing.assert_array_equal(unseen, expected)
+    assert not unseen_by_right(np.full((3, 8), np.nan, np.float32)).any()
+    assert not unseen_by_right(np.zeros((3, 8), np.float32)).any()
+    with pytest.raises(ValueError, match=r'\(H, W\)'):
+        unseen_by_right(np.zeros(5, np.float32))
+
+
+def test_sgbm_leaves_the_strip_the_right_camera_cannot_see_empty():
+    """A lunar pair at 20-26 m: the left border strip (u < true disparity, ~60 px) has no
+    match in the right image; SGBM's padded search used to publish wrong matches there (24-60
+    px off). Now nothing there is finite, and the ground both cameras see keeps its depth."""
+    from test_onnx_student import _sim_pair
+    from l3d_ros.geometry import depth_to_disparity
+    left, right, frame = _sim_pair((20.0, 26.0), 5)
+    calib = frame.calib
+    cfg = StereoNodeConfig()
+    res = make_backend('sgbm', cfg).compute(left, right, calib)
+    true = depth_to_disparity(frame.depth_m, calib.fx, calib.baseline_m)
+    u = np.arange(calib.width)[None, :]
+    strip = np.isfinite(true) & (u < true - 2)          # off the right image by > 2 px
+    assert strip.mean() > 0.08
+    assert not np.isfinite(res.depth_m[strip]).any()
+    seen = np.isfinite(true) & (u > true + 8)
+    ok = np.isfinite(res.depth_m) & seen
+    assert ok.sum() / seen.sum() > 0.6
+    assert np.median(np.abs(res.depth_m[ok] / frame.depth_m[ok] - 1)) < 0.01

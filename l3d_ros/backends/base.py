@@ -2,6 +2,7 @@
 from dataclasses import dataclass
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from l3d_ros.geometry import depth_to_disparity, StereoCalib
@@ -14,6 +15,42 @@ class DepthResult:
     depth_m: np.ndarray        # z along the optical axis [m], NaN unknown
     confidence: np.ndarray     # 0..1, 0 where depth is NaN
     disparity_px: np.ndarray   # [px], NaN unknown
+
+
+def unseen_by_right(disparity_px: np.ndarray, tolerance_px: float = 1.0) -> np.ndarray:
+    """(H, W) bool: left pixels the right camera cannot see, so no stereo depth exists there.
+
+    A left pixel at column u with disparity d is seen by the right camera at column u - d; at
+    the left border, where u < d, it lies outside the right image (a strip as wide as the
+    ground's disparity there: ~12 % of a 512 px image at 20 m on the simulator rig). A matcher
+    still returns something there: a network extrapolates (the shipped student: 70-90 % of
+    that strip published at 20-26 m, 0.2-1.8 px off), SGBM finds a wrong match elsewhere on the
+    row (2-7 % of it, 24-60 px off: 0.55 % of SGBM's pixels at 30-150 m held 64 % of its
+    AbsRel, `l3d sim dataset --seed 5000`). So a pixel is unseen when its own match falls off
+    the image (u - d < -tolerance) or when the ground beside it, the finite disparities of the
+    same row within the next max(d) columns to its right, is seen at a disparity above
+    u + tolerance: terrain is continuous, so that disparity is the one this pixel would have.
+    A wrong (too large) disparity nearby only removes more border pixels, never adds any.
+    NaN disparity is never flagged (it is unknown already).
+    """
+    disp = np.asarray(disparity_px, np.float32)
+    if disp.ndim != 2:
+        raise ValueError(f'disparity_px.shape={disp.shape}: expected (H, W)')
+    unseen = np.zeros(disp.shape, bool)
+    finite = np.isfinite(disp)
+    if not finite.any():
+        return unseen
+    reach = int(min(np.ceil(np.max(disp[finite])), disp.shape[1]))
+    if reach <= 0:
+        return unseen
+    # only columns u < max(d) can be unseen; their neighbours lie within 2 * reach
+    band = np.where(finite[:, :2 * reach], disp[:, :2 * reach], np.float32(0))
+    cols = np.arange(band.shape[1], dtype=np.float32)
+    kernel = np.ones((1, reach + 1), np.uint8)      # columns u .. u + reach
+    ahead = cv2.dilate(band, kernel, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT,
+                       borderValue=0)
+    unseen[:, :band.shape[1]] = finite[:, :band.shape[1]] & (ahead > cols + tolerance_px)
+    return unseen
 
 
 class DepthBackend(Protocol):

@@ -15,6 +15,8 @@ What the student cannot know is not published as depth:
   were the student's gross errors (|disparity error| p99 17.9 px over all pixels, 2.5 px over
   the textured ones, `l3d sim dataset --seed 7400`, 20-40 m), and a flat fill over a
   shadowed crater floor reads as safe ground;
+- the left-border strip the right camera does not see (`base.unseen_by_right`) has no match:
+  the network extrapolates there (0.2-1.8 px off at 20-26 m), so confidence 0;
 - its matcher searches max_disp_px (manifest `spec`) at the input size: a disparity at the top
   of that range may be the range's end, not the scene's, so those pixels get confidence 0;
 - a disparity off its correlation peak (`subpixel.match_peak`: the window ZNCC of the left
@@ -39,7 +41,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from l3d_ros.backends.base import DepthResult
+from l3d_ros.backends.base import DepthResult, unseen_by_right
 from l3d_ros.backends.subpixel import match_peak, refine_disparity
 from l3d_ros.config import StudentConfig
 from l3d_ros.geometry import disparity_to_depth, StereoCalib
@@ -223,7 +225,8 @@ class OnnxStudentBackend:
         zncc, wrong = match_peak(left01, right01, disp, window)
         if self.verify_unmatched_max < 1:
             self.verify(zncc, wrong)
-        conf = np.where(np.isfinite(zncc) & ~wrong, result.confidence, np.float32(0))
+        conf = np.where(np.isfinite(zncc) & ~wrong & ~unseen_by_right(disp),
+                        result.confidence, np.float32(0))
         return DepthResult(result.depth_m, conf, result.disparity_px)
 
     def verify(self, zncc: np.ndarray, wrong: np.ndarray) -> None:

@@ -4,7 +4,7 @@ import math
 import cv2
 import numpy as np
 
-from l3d_ros.backends.base import DepthResult
+from l3d_ros.backends.base import DepthResult, unseen_by_right
 from l3d_ros.backends.subpixel import refine_disparity
 from l3d_ros.config import SgbmConfig
 from l3d_ros.geometry import disparity_to_depth, StereoCalib
@@ -112,5 +112,6 @@ class SgbmBackend:
         disp[disp < max(d_min, 1e-3)] = np.nan
         if self.subpixel_window_px > 0:
             disp = refine_disparity(left, right, disp, self.subpixel_window_px)
+        disp[unseen_by_right(disp)] = np.nan      # the padding's wrong matches at the border
         return DepthResult(disparity_to_depth(disp, calib.fx, calib.baseline_m),
                            texture_confidence(left8, disp, self.cfg.block_size), disp)

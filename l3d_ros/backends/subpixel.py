@@ -195,16 +195,23 @@ def _zncc(left, right, disparity_px, window_sigma_px, texture_min, shifts_px):
     mean_l = window(left)
     var_l = variance(left, mean_l)
     left_untextured = ~valid | (var_l <= texture_min)
+    last_col = np.float32(disp.shape[1] - 1)
     out = []
     for shift in shifts_px:
-        warped = cv2.remap(right, cv2.subtract(base, float(shift)), rows, cv2.INTER_LINEAR,
+        match_col = cv2.subtract(base, float(shift))
+        # a match outside the right image has no correspondence to verify: the replicated
+        # border column has vertical texture only and no horizontal peak, so without this a
+        # left-border pixel (u < its disparity, unseen by the right camera) would pass with
+        # whatever disparity a network extrapolated there
+        outside = (match_col < 0) | (match_col > last_col)
+        warped = cv2.remap(right, match_col, rows, cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)
         mean_r = window(warped)
         var_r = variance(warped, mean_r)
         cov = cv2.subtract(window(cv2.multiply(left, warped)), cv2.multiply(mean_l, mean_r))
         zncc = cv2.divide(cov, cv2.sqrt(cv2.multiply(var_l, var_r)))   # 0 where 0 / 0
         np.clip(zncc, -1.0, 1.0, out=zncc)
-        zncc[left_untextured | (var_r <= texture_min)] = np.nan
+        zncc[left_untextured | (var_r <= texture_min) | outside] = np.nan
         out.append(zncc)
     return out
 
@@ -216,7 +223,8 @@ def match_zncc(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
 
     NaN where the disparity is NaN, or where either window's grey-level variance is below
     texture_min (grey levels in [0, 1], squared; the default is 3x the variance of 1 DN of
-    8-bit noise: below it there is no texture to verify the match against). A correct match
+    8-bit noise: below it there is no texture to verify the match against), and where the
+    match u - disparity falls outside the right image (no correspondence). A correct match
     on textured ground scores near 1 (noise and the two views' emission angles lower it a
     little); a wrong one near 0.
     """
