@@ -33,6 +33,7 @@ import yaml
 
 from l3d_ros.backends import DepthResult, finalize, to_gray01
 from l3d_ros.backends.onnx_student import disparity_to_result, file_sha256, OnnxStudentBackend
+from l3d_ros.backends.onnx_student import read_manifest, select_entry
 from l3d_ros.backends.onnx_student import resize_to
 from l3d_ros.config import default_config_path, load_node_config
 from l3d_ros.dataset import list_pairs, read_pair
@@ -208,17 +209,22 @@ def ensure_data(args, held_out: bool = True) -> dict[str, Path]:
                      str(altitude_config(w, 'train_altitude', args.train_altitude))])
     if not held_out:
         return {'train': train_dir}
-    scan = final_scan_config(w)
+    return {'train': train_dir,
+            'val': args.val or _render(w / f'val_s{VAL_SEED}_n{args.val_pairs}',
+                                       args.val_pairs, VAL_SEED, []),
+            **test_sets(args)}
+
+
+def test_sets(args) -> dict[str, Path]:
+    """The held-out depth (30-150 m) and hazard (final scan) sets: given, or rendered."""
+    w = args.work
     lo, hi = FINAL_SCAN_ALTITUDE_M
     return {
-        'train': train_dir,
-        'val': args.val or _render(w / f'val_s{VAL_SEED}_n{args.val_pairs}', args.val_pairs,
-                                   VAL_SEED, []),
         'eval': args.eval or _render(w / f'eval_depth_s{EVAL_SEED}_n{args.eval_pairs}',
                                      args.eval_pairs, EVAL_SEED, []),
         'hazard': args.hazard_eval or _render(
             w / f'eval_hazard_s{HAZARD_SEED}_n{args.hazard_pairs}_{lo:.0f}-{hi:.0f}m',
-            args.hazard_pairs, HAZARD_SEED, ['--config', str(scan)])}
+            args.hazard_pairs, HAZARD_SEED, ['--config', str(final_scan_config(w))])}
 
 
 def ensure_teacher(args, train_dir: Path) -> tuple[torch.nn.Module, Path]:
@@ -307,10 +313,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if name == 'flight':
             p.add_argument('--recipes', default='feature+svd,dense-gt',
                            help='candidates; the best AbsRel on the val set is shipped')
+    p = sub.add_parser('evaluate', help="re-measure the shipped student's figures in the "
+                       'manifest as the node runs it now (no training)')
+    p.add_argument('--out', type=Path, default=Path('models'), help='models folder')
+    p.add_argument('--work', type=Path, default=Path('out/distill'),
+                   help='held-out sets (rendered when missing)')
+    p.add_argument('--eval', type=Path, default=None, help='held-out depth set')
+    p.add_argument('--hazard-eval', type=Path, default=None, help='held-out hazard set')
+    p.add_argument('--eval-pairs', type=int, default=16)
+    p.add_argument('--hazard-pairs', type=int, default=12)
+    p.add_argument('--stride', type=int, default=None, help='hazard stride (default auto)')
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format='%(message)s')
+    if args.action == 'evaluate':
+        return _evaluate(args)
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     data = ensure_data(args, held_out=args.action != 'run')
@@ -391,16 +409,9 @@ def _flight(args, teacher, teacher_path, data, cache) -> int:
     target = 'the MASt3R teacher' if meta['recipe']['target'] == 'teacher' else (
         'simulator ground truth, NOT the teacher (it beat the distilled candidates on the '
         'validation set)')
-    st, te, sg = figures['student'], figures['teacher'], figures['sgbm']
-    lo, hi = FINAL_SCAN_ALTITUDE_M
     summary = (f'flight student: recipe {best} ({args.steps} steps of batch {args.batch} on '
                f'{record["train_pairs"]} pairs, {meta["train_wall_s"]:.0f} s), trained on '
-               f'{target}. Held-out AbsRel {st["abs_rel"]:.4f} (teacher {te["abs_rel"]:.4f}, '
-               f'SGBM {sg["abs_rel"]:.4f}), completeness {st["completeness"]:.4f} (SGBM '
-               f'{sg["completeness"]:.4f}), Chamfer {st["chamfer_m"]:.2f} m (SGBM '
-               f'{sg["chamfer_m"]:.2f} m); hazard F1 at {lo:.0f}-{hi:.0f} m '
-               f'{st["hazard_f1"]:.4f} (teacher '
-               f'{te["hazard_f1"]:.4f}, SGBM {sg["hazard_f1"]:.4f}).')
+               f'{target}.{SUMMARY_FIGURES}{figures_sentence(figures)}')
     entry = manifest_entry(model, onnx_path, 'flight', {
         'summary': summary, 'recipe': meta['recipe'], 'svd_init': meta['svd_init'],
         'trained_on': target,
@@ -410,6 +421,52 @@ def _flight(args, teacher, teacher_path, data, cache) -> int:
     path = update_manifest(args.out, entry)
     print(json.dumps(figures, indent=2))
     print(f'wrote {onnx_path} and {path}')
+    return 0
+
+
+SUMMARY_FIGURES = ' Held-out '        # where a manifest summary's figures start
+
+
+def figures_sentence(figures: dict) -> str:
+    """The manifest summary's figures (after SUMMARY_FIGURES), from an entry's `eval`."""
+    st, te, sg = figures['student'], figures['teacher'], figures['sgbm']
+    lo, hi = FINAL_SCAN_ALTITUDE_M
+    return (f'AbsRel {st["abs_rel"]:.4f} (teacher {te["abs_rel"]:.4f}, SGBM '
+            f'{sg["abs_rel"]:.4f}), completeness {st["completeness"]:.4f} (SGBM '
+            f'{sg["completeness"]:.4f}), Chamfer {st["chamfer_m"]:.2f} m (SGBM '
+            f'{sg["chamfer_m"]:.2f} m); hazard F1 at {lo:.0f}-{hi:.0f} m '
+            f'{st["hazard_f1"]:.4f} (teacher {te["hazard_f1"]:.4f}, SGBM '
+            f'{sg["hazard_f1"]:.4f}).')
+
+
+def _evaluate(args) -> int:
+    """Re-measure the default model's runtime figures (student and SGBM as the node runs
+    them now, the oracle's hazard, ONNX latency) on the held-out sets and rewrite them in its
+    manifest entry; the file and sha256 are untouched, the teacher's and the training
+    candidates' figures stay those of the training run (torch, unaffected by the runtime)."""
+    manifest_path = args.out / 'manifest.json'
+    entry = select_entry(read_manifest(manifest_path), manifest_path)
+    node = load_node_config()
+    backend = OnnxStudentBackend.from_manifest(
+        args.out, replace(node.student, model=str(manifest_path.resolve())),
+        subpixel_window_px=node.subpixel_window_px)
+    data = test_sets(args)
+    figures = dict(entry['eval'])
+    figures.update({
+        'student': all_metrics(backend, data, args.stride),
+        'sgbm': all_metrics('sgbm', data, args.stride),
+        'oracle_hazard': hazard_metrics(None, data['hazard'], args.stride),
+        'onnx_latency_ms_2threads': round(onnx_latency_ms(backend), 1),
+        'machine': f'{platform.machine()} {platform.processor() or ""}'.strip(),
+        'measured_by': (f'l3d distill evaluate --out {args.out} --eval {data["eval"]} '
+                        f'--hazard-eval {data["hazard"]} (student, sgbm, oracle_hazard, onnx '
+                        'latency; teacher and candidates_eval: the training run)')})
+    head = entry['summary'].split(SUMMARY_FIGURES)[0]
+    entry = {**entry, 'eval': figures,
+             'summary': f'{head}{SUMMARY_FIGURES}{figures_sentence(figures)}'}
+    path = update_manifest(args.out, entry, default=False)
+    print(json.dumps({k: figures[k] for k in ('student', 'sgbm', 'oracle_hazard')}, indent=2))
+    print(f'updated {path} ({entry["name"]})')
     return 0
 
 

@@ -284,3 +284,35 @@ def test_shipped_student_publishes_nothing_the_right_camera_cannot_see():
     assert (result.confidence[seen] > 0).mean() > 0.7
     raw = disparity_to_result(*backend.infer(left, right), calib)    # what the network says
     assert (raw.confidence[strip] > 0.3).mean() > 0.5
+
+
+def test_distill_evaluate_rewrites_the_shipped_figures_as_l3d_eval_measures_them(tmp_path):
+    """`l3d distill evaluate` re-measures a shipped student after a runtime change: the
+    manifest's student and SGBM figures become those `l3d eval` gives now, the model file and
+    its sha256, the teacher's figures and the training record stay as they were."""
+    import shutil
+    from l3d_ros.cli import main as l3d
+    models = tmp_path / 'models'
+    shutil.copytree(SHIPPED.parent, models)
+    before = json.loads((models / 'manifest.json').read_text())
+    sets = {}
+    for name, seed in (('depth', 31), ('hazard', 32)):
+        sets[name] = tmp_path / name
+        assert l3d(['sim', 'dataset', str(sets[name]), '--pairs', '1', '--seed',
+                    str(seed)]) == 0
+    assert l3d(['distill', 'evaluate', '--out', str(models), '--eval', str(sets['depth']),
+                '--hazard-eval', str(sets['hazard'])]) == 0
+    after = json.loads((models / 'manifest.json').read_text())
+    old, new = before['models'][0], after['models'][0]
+    for key in ('file', 'sha256', 'data', 'recipe', 'selection', 'teacher'):
+        assert new[key] == old[key]
+    assert new['eval']['teacher'] == old['eval']['teacher']
+    assert 'l3d distill evaluate' in new['eval']['measured_by']
+    for backend in ('student', 'sgbm'):
+        assert l3d(['eval', str(sets['depth']), '--backend', backend, '--json',
+                    str(tmp_path / f'{backend}.json')]) == 0
+        measured = json.loads((tmp_path / f'{backend}.json').read_text())
+        for key in ('abs_rel', 'completeness', 'rmse_m'):
+            assert new['eval'][backend][key] == pytest.approx(measured[key], rel=1e-6)
+    assert f'AbsRel {new["eval"]["student"]["abs_rel"]:.4f}' in new['summary']
+    assert new['summary'].split(' Held-out ')[0] == old['summary'].split(' Held-out ')[0]
