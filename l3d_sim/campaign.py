@@ -149,6 +149,13 @@ def by_sunlit(rows: list[dict]) -> dict:
     return out
 
 
+def _count(rows: list[dict], test) -> int | None:
+    """Rows passing `test`; None when no row records `certified` (blind runs, older code)."""
+    if all(r.get('certified') is None for r in rows):
+        return None
+    return sum(bool(test(r)) for r in rows)
+
+
 def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
     """Campaign JSON: the section 6 keys first, then per-mode statistics and per-run rows."""
     per_mode = {}
@@ -160,6 +167,10 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
             'landed': sum(bool(r.get('landed')) for r in rows),
             'ground_safe': sum(bool(r.get('ground_safe')) for r in rows),
             'speed_ok': sum(bool(r.get('speed_ok')) for r in rows),
+            # landings on a target the HDA certified, and how many of those were safe (the
+            # failure a lander must not have is an unsafe one among them); None: not recorded
+            'certified': _count(rows, lambda r: r.get('certified')),
+            'certified_safe': _count(rows, lambda r: r.get('certified') and r.get('safe')),
             'errors': [r['error'] for r in rows if r.get('error')],
             'divert_m': _stats([r.get('divert_m') for r in rows]),
             'fuel_kg': _stats([r.get('fuel_kg') for r in rows]),
@@ -187,7 +198,7 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
                                                   'speed_ok', 'nominal_safe', 'divert_m',
                                                   'fuel_kg', 'vertical_speed_m_s',
                                                   'touchdown_xy_m', 'sunlit_share',
-                                                  'error')}
+                                                  'certified', 'error')}
                            for r in rows] for mode, rows in results.items()},
     }
 

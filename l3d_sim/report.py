@@ -126,15 +126,18 @@ def plot_hazard_map(result: dict, arrays: dict, path: Path) -> None:
 
 
 def _table(summary: dict) -> list[str]:
-    rows = ['| mode | runs | safe | safe rate (95 % CI) | ground safe | speeds ok | '
-            'divert median / max [m] | fuel mean [kg] | latency median / p95 [s] |',
-            '|---|---|---|---|---|---|---|---|---|']
+    rows = ['| mode | runs | safe | safe rate (95 % CI) | certified: safe / landed | '
+            'ground safe | speeds ok | divert median / max [m] | fuel mean [kg] | '
+            'latency median / p95 [s] |',
+            '|---|---|---|---|---|---|---|---|---|---|']
     for mode, m in summary['modes'].items():
         lo, hi = wilson_interval(m['safe_landings'], m['runs'])
         lat = m['perception_latency_s']
         fmt = (lambda v: '-' if v is None else f'{v:.2f}')
+        cert = ('-' if m.get('certified') is None
+                else f'{m["certified_safe"]} / {m["certified"]}')
         rows.append(f'| {mode} | {m["runs"]} | {m["safe_landings"]} | {m["safe_rate"]:.3f} '
-                    f'({lo:.2f}-{hi:.2f}) | {m["ground_safe"]} | {m["speed_ok"]} | '
+                    f'({lo:.2f}-{hi:.2f}) | {cert} | {m["ground_safe"]} | {m["speed_ok"]} | '
                     f'{fmt(m["divert_m"]["median"])} / {fmt(m["divert_m"]["max"])} | '
                     f'{fmt(m["fuel_kg"]["mean"])} | {fmt(lat["median"])} / {fmt(lat["p95"])} |')
     return rows

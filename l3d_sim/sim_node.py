@@ -43,12 +43,13 @@ from l3d_ros import msg as conv
 from l3d_ros.backends.base import finalize
 from l3d_ros.config import load_node_config, StereoNodeConfig
 from l3d_ros.dem import DemFusion
-from l3d_ros.hazard import hazard_from_dem
+from l3d_ros.hazard import GridGeometry, hazard_from_dem
 from l3d_ros.runtime import keep_freed_memory
 from l3d_ros.site import frame_hazard
 from l3d_sim import lander as dyn
 from l3d_sim.config import load_sim_config, SIM_NODE_NAME, SimConfig
 from l3d_sim.groundtruth import crop_dem
+from l3d_sim.guidance import target_is_safe
 from l3d_sim.mission_config import load_mission_config, MissionConfig, params_file_from_args
 from l3d_sim.render import prepare_lighting, render_frame, shadow_mask, sunlit_share
 from l3d_sim.terrain import make_terrain, Terrain
@@ -87,6 +88,17 @@ def landing_terrain(sim: SimConfig, mission: MissionConfig) -> Terrain:
     nominal = mission.guidance.nominal_xy_m
     terrain = make_terrain(sim.terrain, terrain_seed, centre_xy_m=tuple(nominal))
     return plant_hazard(terrain, mission.run.target_hazard, nominal)
+
+
+def map_certifies(hazard_msg: OccupancyGrid | None, target_xy_m: np.ndarray | None,
+                  footprint_m: float) -> bool:
+    """True when a scan's hazard_map shows every cell within footprint/2 of the target known
+    and safe (0..49), as the guidance's own test (`guidance.target_is_safe`)."""
+    if hazard_msg is None or target_xy_m is None:
+        return False
+    occupancy, cell_m, origin = conv.occupancy_grid_to_array(hazard_msg)
+    return target_is_safe(occupancy, GridGeometry(origin, cell_m, occupancy.shape),
+                          np.asarray(target_xy_m, np.float64), footprint_m)
 
 
 class SimNode(Node):
@@ -245,6 +257,11 @@ class SimNode(Node):
         landed = bool(height <= 0.0)
         answered = [f['target_xy_m'] for f in frames if f['target_xy_m'] is not None]
         final_target = answered[-1] if answered else nominal.tolist()
+        # the HDA vouched for where it landed: a scan's map showed the final target's whole
+        # footprint known and safe (a target held after that scan counts); None without HDA
+        certified = None if run.mode == 'blind' else any(
+            f['target_certified'] and np.allclose(f['target_xy_m'], final_target, atol=1e-6)
+            for f in frames)
         latencies = [f['latency_s'] for f in frames if f['latency_s'] is not None]
         result = {
             'seed': run.seed, 'mode': run.mode, 'target_hazard': run.target_hazard,
@@ -254,6 +271,7 @@ class SimNode(Node):
             'final_target_xy_m': list(final_target),
             'divert_m': float(np.linalg.norm(np.array(final_target) - nominal)),
             'nominal_safe': dyn.site_is_safe(terrain, nominal, self.node_cfg.hazard),
+            'certified': certified,
             'sunlit_share': sunlit if math.isfinite(sunlit) else None,
             'fuel_kg': float(fuel0 - state.mass_kg), 'time_s': float(state.t_s),
             'nav_bias_m': bias.tolist(), 'frames': frames, 'step_timeouts': step_timeouts,
@@ -318,7 +336,9 @@ class SimNode(Node):
                 latency, hazard_msg = got[0] - t_pub, got[1]
         height = float(t_true[2] - terrain.height_at(*t_true[:2]))
         record = {'t_s': state.t_s, 'camera_height_m': height, 'latency_s': latency,
-                  'target_xy_m': None if target is None else target.tolist()}
+                  'target_xy_m': None if target is None else target.tolist(),
+                  'target_certified': map_certifies(hazard_msg, target,
+                                                    self.node_cfg.hazard.footprint_m)}
         return record, hazard_msg
 
     def _oracle(self, frame, R_nav, t_nav, header, fusion):  # noqa: N803

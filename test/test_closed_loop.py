@@ -72,6 +72,9 @@ def test_hda_diverts_from_a_boulder_to_a_safe_site_and_repeats_exactly(tmp_path)
     touchdown = np.array(first['touchdown_xy_m'])
     assert np.linalg.norm(touchdown - target) < 2.0
     assert first['ground_safe'] and first['speed_ok'] and first['safe']
+    # ... on a target a scan's map certified (what the campaign counts as certified)
+    assert first['certified'] is True
+    assert any(f['target_certified'] for f in first['frames'])
     assert first['vertical_speed_m_s'] <= 2.0 and first['horizontal_speed_m_s'] <= 0.5
 
     second, _ = land(tmp_path, 'b')
@@ -95,3 +98,4 @@ def test_blind_lander_lands_on_the_boulder(tmp_path):
     assert 0.95 < result['sunlit_share'] < 1.0
     assert np.linalg.norm(result['touchdown_xy_m']) < 2.0      # nominal target + nav bias
     assert not result['ground_safe'] and not result['safe']
+    assert result['certified'] is None                     # no HDA, nothing to vouch for

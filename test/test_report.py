@@ -61,3 +61,47 @@ def test_safe_landings_binned_by_the_sunlit_share_of_the_scene():
     assert '| hda | 1/2 (0.50) | 1/1 (1.00) | 1/2 (0.50) |' in table
     assert '| blind | 2/2 (1.00) | 1/1 (1.00) | 2/2 (1.00) |' in table
     assert _sunlit_table(summarize({'hda': [row(True, None)]}, {})) == []
+
+
+def test_certified_landings_and_how_many_of_them_were_safe():
+    """A campaign counts the landings on a target the HDA certified and the safe ones among
+    them (an unsafe certified landing is the failure that must not happen); blind runs and
+    older results record no certification: None, shown as '-' in the report."""
+    from l3d_sim.campaign import summarize
+    from l3d_sim.report import _table
+
+    def row(safe, certified):
+        return {'safe': safe, 'nominal_safe': False, 'divert_m': 1.0, 'fuel_kg': 40.0,
+                'vertical_speed_m_s': 1.0, 'frames': [], 'certified': certified}
+    hda = [row(True, True), row(False, True), row(True, False), row(False, False)]
+    s = summarize({'hda': hda, 'blind': [row(True, None), row(False, None)]}, {})
+    assert (s['modes']['hda']['certified'], s['modes']['hda']['certified_safe']) == (2, 1)
+    assert s['modes']['blind']['certified'] is None
+    assert [r['certified'] for r in s['per_run']['hda']] == [True, True, False, False]
+    table = _table(s)
+    assert any(line.startswith('| hda | 4 | 2 | 0.500') and '| 1 / 2 |' in line
+               for line in table)
+    assert any(line.startswith('| blind |') and '| - |' in line for line in table)
+
+
+def test_a_scan_map_certifies_a_target_only_with_its_whole_footprint_known_and_safe():
+    import numpy as np
+    from l3d_ros import msg as conv
+    from l3d_sim.sim_node import map_certifies
+    from std_msgs.msg import Header
+    occupancy = np.full((50, 50), 20, np.int8)            # 0.2 m cells, 10 m square at 0, 0
+    occupancy[10, 40] = 100                               # a hazard 2.0 m beside (8.1, 2.1)
+
+    def grid(occ):
+        return conv.to_occupancy_grid(occ, 0.2, (0.0, 0.0), Header(frame_id='map'))
+    assert map_certifies(grid(occupancy), np.array([3.0, 5.0]), 4.0)
+    assert not map_certifies(grid(occupancy), np.array([7.0, 2.1]), 4.0)   # hazard inside
+    assert not map_certifies(grid(occupancy), np.array([1.0, 5.0]), 4.0)   # off the map
+    unproven = occupancy.copy()
+    unproven[25, 15] = 60                                 # measured, not certified
+    assert not map_certifies(grid(unproven), np.array([3.0, 5.0]), 4.0)
+    unknown = occupancy.copy()
+    unknown[25, 15] = -1
+    assert not map_certifies(grid(unknown), np.array([3.0, 5.0]), 4.0)
+    assert not map_certifies(None, np.array([3.0, 5.0]), 4.0)
+    assert not map_certifies(grid(occupancy), None, 4.0)
