@@ -316,3 +316,33 @@ def test_distill_evaluate_rewrites_the_shipped_figures_as_l3d_eval_measures_them
             assert new['eval'][backend][key] == pytest.approx(measured[key], rel=1e-6)
     assert f'AbsRel {new["eval"]["student"]["abs_rel"]:.4f}' in new['summary']
     assert new['summary'].split(' Held-out ')[0] == old['summary'].split(' Held-out ')[0]
+
+
+def test_refinement_runs_to_convergence_or_leaves_the_disparity_unknown():
+    """Two refinement passes of at most REFINE_REACH_PX each: a network disparity 1.2 px off
+    is brought back within 0.1 px and published (one pass left it ~0.45 px off); one 2 px off
+    still moves by a whole pass in the second: not converged, so confidence 0."""
+    from l3d_ros.backends.onnx_student import REFINE_REACH_PX
+    backend = OnnxStudentBackend.from_manifest(SHIPPED.parent, StudentConfig(
+        model=str(SHIPPED)), subpixel_window_px=2.5)
+    left, right, frame = _sim_pair((60.0, 80.0), 11)
+    h, w = backend.input_size
+    true = depth_to_disparity(frame.depth_m, frame.calib.fx, frame.calib.baseline_m)
+    small = cv2.resize(np.nan_to_num(true), (w, h), interpolation=cv2.INTER_AREA)
+    small *= w / frame.calib.shape[1]                     # the student's pixels
+    disp = small.copy()
+    disp[40:80] -= 0.6                                    # 1.2 px at 512 px: rows 80-160
+    disp[150:190] -= 1.0                                  # 2.0 px: rows 300-380
+    backend.infer = lambda left01, right01: (disp, np.full_like(disp, 0.9))
+    result = backend.compute(left, right, frame.calib)
+    near = (slice(90, 150), slice(160, -20))              # away from the block edges
+    far = (slice(310, 370), slice(160, -20))
+    published = result.confidence[near] > 0
+    assert published.mean() > 0.7
+    err = np.abs(result.disparity_px[near] - true[near])[published]
+    assert np.median(err) < 0.1
+    assert (result.confidence[far] == 0).mean() > 0.95
+    once = refine_disparity(left, right, disparity_to_result(disp, np.ones_like(disp),
+                                                             frame.calib).disparity_px, 2.5,
+                            max_shift_px=REFINE_REACH_PX)
+    assert np.median(np.abs(once[near] - true[near])) > 0.3
