@@ -81,6 +81,10 @@ def test_unseen_by_right_flags_the_left_border_strip():
     expected = np.zeros(disp.shape, bool)
     expected[[0, 1], :5] = True          # u + 1 < 6: the match u - 6 lies off the image
     np.testing.assert_array_equal(unseen, expected)
+    wild = np.full((8, 64), 6.0, np.float32)
+    wild[4, 30] = 500.0                  # one wild value: its own match is off the image
+    flagged = unseen_by_right(wild)
+    assert flagged[4, 30] and flagged[:, :5].all() and flagged[:, 5:].sum() == 1
     assert not unseen_by_right(np.full((3, 8), np.nan, np.float32)).any()
     assert not unseen_by_right(np.zeros((3, 8), np.float32)).any()
     with pytest.raises(ValueError, match=r'\(H, W\)'):
