@@ -240,17 +240,24 @@ def test_shipped_student_leaves_untextured_ground_unknown():
     assert (result.confidence[:150] > 0).mean() > 0.8      # textured ground keeps its depth
 
 
-def test_student_disparities_off_their_correlation_peak_are_unknown():
-    """The student's gross errors in dim, smooth scenes still correlate (ZNCC > 0.5) but less
-    than 1 px further: those pixels get confidence 0, the rest keep theirs; a frame made mostly
-    of them is refused."""
+def _true_disparity_student(subpixel_window_px: float):
+    """The shipped backend, a 60-80 m pair, its true disparity and that disparity at the
+    student's input size (to feed a fake network output)."""
     backend = OnnxStudentBackend.from_manifest(SHIPPED.parent, StudentConfig(
-        model=str(SHIPPED)), subpixel_window_px=0.0)
+        model=str(SHIPPED)), subpixel_window_px=subpixel_window_px)
     left, right, frame = _sim_pair((60.0, 80.0), 11)
     h, w = backend.input_size
     true = depth_to_disparity(frame.depth_m, frame.calib.fx, frame.calib.baseline_m)
     small = cv2.resize(np.nan_to_num(true), (w, h), interpolation=cv2.INTER_AREA)
     small *= w / frame.calib.shape[1]                     # the student's pixels
+    return backend, left, right, frame, true, small
+
+
+def test_student_disparities_off_their_correlation_peak_are_unknown():
+    """The student's gross errors in dim, smooth scenes still correlate (ZNCC > 0.5) but less
+    than 1 px further: those pixels get confidence 0, the rest keep theirs; a frame made mostly
+    of them is refused."""
+    backend, left, right, frame, true, small = _true_disparity_student(0.0)
 
     def fake(offset, rows):
         disp = small.copy()
@@ -261,7 +268,7 @@ def test_student_disparities_off_their_correlation_peak_are_unknown():
     result = backend.compute(left, right, frame.calib)
     assert (result.confidence[130:210, 20:-20] == 0).mean() > 0.8
     assert (result.confidence[300:450, 20:-20] > 0).mean() > 0.9
-    backend.infer = fake(0.8, slice(0, h))
+    backend.infer = fake(0.8, slice(0, backend.input_size[0]))
     with pytest.raises(ValueError, match='off its peak'):
         backend.compute(left, right, frame.calib)
 
@@ -323,13 +330,7 @@ def test_refinement_runs_to_convergence_or_leaves_the_disparity_unknown():
     is brought back within 0.1 px and published (one pass left it ~0.45 px off); one 2 px off
     still moves by a whole pass in the second: not converged, so confidence 0."""
     from l3d_ros.backends.onnx_student import REFINE_REACH_PX
-    backend = OnnxStudentBackend.from_manifest(SHIPPED.parent, StudentConfig(
-        model=str(SHIPPED)), subpixel_window_px=2.5)
-    left, right, frame = _sim_pair((60.0, 80.0), 11)
-    h, w = backend.input_size
-    true = depth_to_disparity(frame.depth_m, frame.calib.fx, frame.calib.baseline_m)
-    small = cv2.resize(np.nan_to_num(true), (w, h), interpolation=cv2.INTER_AREA)
-    small *= w / frame.calib.shape[1]                     # the student's pixels
+    backend, left, right, frame, true, small = _true_disparity_student(2.5)
     disp = small.copy()
     disp[40:80] -= 0.6                                    # 1.2 px at 512 px: rows 80-160
     disp[150:190] -= 1.0                                  # 2.0 px: rows 300-380
