@@ -290,8 +290,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument('--teacher-steps', type=int, default=300)
         p.add_argument('--train', type=Path, default=None, help='training pair folders')
         p.add_argument('--val', type=Path, default=None, help='held-out selection set')
-        p.add_argument('--eval', type=Path, default=None, help='held-out depth set')
-        p.add_argument('--hazard-eval', type=Path, default=None, help='held-out hazard set')
+        _test_set_arguments(p)
         p.add_argument('--pairs', type=int, default=160, help='training pairs to render')
         p.add_argument('--train-size', type=int, default=256, help='training render size [px]')
         p.add_argument('--train-altitude', type=float, nargs=2, default=TRAIN_ALTITUDE_M,
@@ -299,12 +298,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help='camera heights of the training pairs [m] (default: the '
                        'guidance scan range)')
         p.add_argument('--val-pairs', type=int, default=6)
-        p.add_argument('--eval-pairs', type=int, default=16)
-        p.add_argument('--hazard-pairs', type=int, default=12)
         p.add_argument('--steps', type=int, default=600 if name == 'flight' else 100)
         p.add_argument('--batch', type=int, default=4)
         p.add_argument('--lr', type=float, default=2e-3)
-        p.add_argument('--stride', type=int, default=None, help='hazard stride (default auto)')
         p.add_argument('--threads', type=int, default=2, help='torch CPU threads')
         p.add_argument('--quiet', action='store_true', help='no progress bars')
         if name == 'run':
@@ -318,6 +314,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument('--out', type=Path, default=Path('models'), help='models folder')
     p.add_argument('--work', type=Path, default=Path('out/distill'),
                    help='held-out sets (rendered when missing)')
+    _test_set_arguments(p)
+
+
+def _test_set_arguments(p: argparse.ArgumentParser) -> None:
+    """The held-out sets of `test_sets` and the hazard stride they are scored at."""
     p.add_argument('--eval', type=Path, default=None, help='held-out depth set')
     p.add_argument('--hazard-eval', type=Path, default=None, help='held-out hazard set')
     p.add_argument('--eval-pairs', type=int, default=16)

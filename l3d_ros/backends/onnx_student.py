@@ -22,11 +22,13 @@ What the student cannot know is not published as depth:
 - sub-pixel refinement runs twice (`refine_disparity`, each pass within REFINE_REACH_PX of
   its start); a disparity the second pass still moves by its whole reach has not converged:
   confidence 0. 18 % of the published pixels at 20-26 m needed the first pass's whole reach;
-  the second pass takes the share of disparities off by more than 0.5 px from 0.5-4 % to
-  0.1-0.2 % per frame there (held-out seed 5001) and AbsRel at 30-150 m from 0.0044 to 0.0031
-  (seed 5000), completeness 0.875 -> 0.874. Once, over a boulder in its own shadow, the network
-  had answered 1 px too far (a pit, as a shadowed crater floor would be), one
-  pass left the boulder's rim 1 px low and the map certified ground 1 m from it;
+  the second pass takes the share of disparities off by more than 0.5 px from 0.2-4 % to
+  0.1-0.2 % per frame there, and from 26 and 17 % to 16 and 12 % on the two dim frames where
+  only a quarter of the pixels are published (held-out seed 5001), and AbsRel at 30-150 m
+  from 0.0044 to 0.0031 (seed 5000), completeness 0.875 -> 0.874. Once, over a boulder in
+  its own shadow, the network had answered 1 px too far (a pit, as a shadowed crater floor
+  would be), one pass left the boulder's rim 1 px low and the map certified ground 1 m from
+  it;
 - a disparity off its correlation peak (`subpixel.match_peak`: the window ZNCC of the left
   image against the right one warped by the disparity is higher 1 px either side) gets
   confidence 0: 78-79 % of the shipped student's disparities off by more than 1 px are, and
