@@ -194,9 +194,9 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
         'divert_m': main['divert_m'], 'fuel_kg': main['fuel_kg'],
         'perception_latency_s': main['perception_latency_s'],
         **meta, 'modes': per_mode,
-        'per_run': {mode: [{k: r.get(k) for k in ('seed', 'safe', 'landed', 'ground_safe',
-                                                  'speed_ok', 'nominal_safe', 'divert_m',
-                                                  'fuel_kg', 'vertical_speed_m_s',
+        'per_run': {mode: [{k: r.get(k) for k in ('run_index', 'seed', 'safe', 'landed',
+                                                  'ground_safe', 'speed_ok', 'nominal_safe',
+                                                  'divert_m', 'fuel_kg', 'vertical_speed_m_s',
                                                   'touchdown_xy_m', 'sunlit_share',
                                                   'certified', 'error')}
                            for r in rows] for mode, rows in results.items()},
@@ -205,18 +205,22 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
 
 def campaign(runs: int, seed: int, out: Path, modes=HDA_MODES, workers: int = 1,
              config: Path | None = None, image_px: int | None = None,
-             target_hazard: str = 'none', progress=print) -> tuple[dict, dict]:
+             target_hazard: str = 'none', progress=print,
+             only: list[int] | None = None) -> tuple[dict, dict]:
     """Fly runs x modes landings; returns (summary, {mode: [result, ...]}). Results and
-    per-landing logs go to OUT/<mode>/run_<i>/."""
+    per-landing logs go to OUT/<mode>/run_<i>/. only: fly just these run indices of the
+    campaign (each with the terrain, sun and noise it has in the full campaign), in place of
+    0..runs-1."""
     config = Path(config or default_config_path()).resolve()
     base = yaml.safe_load(config.read_text())
     mission = load_mission_config(config)
-    plan = plan_runs(runs, seed, mission.campaign)
-    jobs = [(mode, i) for i in range(runs) for mode in modes]
+    indices = sorted(set(only)) if only else list(range(runs))
+    plan = plan_runs(indices[-1] + 1, seed, mission.campaign)
+    jobs = [(mode, i) for i in indices for mode in modes]
     domain0 = DOMAIN_FIRST + (os.getpid() * 7) % DOMAIN_COUNT
     domains = [DOMAIN_FIRST + (domain0 - DOMAIN_FIRST + k) % DOMAIN_COUNT
                for k in range(max(1, workers))]
-    results = {mode: [None] * runs for mode in modes}
+    results = {mode: {} for mode in modes}
     t0 = time.monotonic()
 
     def job(mode_i, domain):
@@ -233,7 +237,9 @@ def campaign(runs: int, seed: int, out: Path, modes=HDA_MODES, workers: int = 1,
                  f'({time.monotonic() - t0:.0f} s){" " + r["error"] if r.get("error") else ""}')
 
     run_exclusive(jobs, domains, job)
-    meta = {'seed': seed, 'modes_flown': list(modes), 'image_px': image_px,
+    results = {mode: [rows[i] for i in indices] for mode, rows in results.items()}
+    meta = {'seed': seed, 'run_indices': indices if only else None,
+            'modes_flown': list(modes), 'image_px': image_px,
             'target_hazard': target_hazard, 'config': str(config), 'workers': workers,
             'wall_s': time.monotonic() - t0,
             'backend': base.get(NODE_NAME, {}).get('ros__parameters', {}).get('backend', 'sgbm'),
@@ -260,19 +266,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='plant a hazard at the nominal target of every run')
     parser.add_argument('--config', type=Path, default=None,
                         help='ROS 2 parameter file (default: config/lunar_stereo.yaml)')
+    parser.add_argument('--only', type=_run_indices, default=None, metavar='I[,J...]',
+                        help='fly only these run indices of the campaign (e.g. its failures, '
+                        'with the same terrain, sun and noise); --runs is then not used')
+
+
+def _run_indices(text: str) -> list[int]:
+    try:
+        indices = [int(v) for v in text.split(',') if v.strip()]
+    except ValueError:
+        indices = []
+    if not indices or min(indices) < 0:
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: expected comma-separated run indices >= 0, e.g. 81,116')
+    return indices
 
 
 def run(args) -> int:
     modes = tuple(m for m in args.modes.split(',') if m)
     if bad := [m for m in modes if m not in HDA_MODES]:
         raise ValueError(f'--modes={args.modes!r}: unknown {bad}; expected of {HDA_MODES}')
-    if args.runs < 1:
+    if args.runs < 1 and not args.only:
         raise ValueError(f'--runs={args.runs!r}: expected >= 1')
     out = args.out or args.json.with_suffix('')
     if out == args.json:
         out = Path(tempfile.mkdtemp(prefix='l3d_land_'))
     summary, results = campaign(args.runs, args.seed, out, modes, args.workers, args.config,
-                                args.image_size, args.target_hazard)
+                                args.image_size, args.target_hazard, only=args.only)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=1) + '\n')
     print(f'l3d land: safe_rate {summary["safe_rate"]}, oracle {summary["oracle_safe_rate"]}, '
