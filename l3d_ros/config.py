@@ -108,6 +108,9 @@ class HazardConfig:
     disparity_sigma_px: float = 0.25  # stereo matching noise used for the height variance
     divert_max_m: float = 60.0      # largest lateral distance from the nominal target [m]
     clearance_weight: float = 1.0   # site score: clearance [m] minus this * distance / divert
+    # the site score's clearance is measured from cells safe with a margin above this too
+    # (OccupancyGrid >= 50 * site_margin_max): near a limit a misread rock is unsafe; 1: off
+    site_margin_max: float = 0.8
     # frames from nearly the same viewpoint err alike (a hovering lander, a 10 Hz camera): a
     # cell's fused sigma shrinks at most as if this many frames as good as its best saw it
     looks_max: float = 3.0
@@ -127,6 +130,8 @@ class HazardConfig:
         check(self.divert_max_m >= 0, 'hazard.divert_max_m', self.divert_max_m, '>= 0 m')
         check(self.clearance_weight >= 0, 'hazard.clearance_weight', self.clearance_weight,
               '>= 0')
+        check(0.0 <= self.site_margin_max <= 1.0, 'hazard.site_margin_max',
+              self.site_margin_max, '[0, 1] (1: every safe cell counts as clear)')
         check(self.looks_max >= 1.0, 'hazard.looks_max', self.looks_max,
               '>= 1 (1: no frame tightens a cell beyond its best one)')
 

@@ -24,7 +24,8 @@ class SafeSite:
     xy_m: np.ndarray            # (2,) site in `map` [m]
     height_m: float             # terrain height there (the disc plane's) [m]
     clearance_m: float          # distance to the nearest not-safe (hazard or unknown) cell [m]
-    score: float                # min(clearance, footprint) - w * footprint * divert / divert_max
+    score: float                # min(clearance from cells not safe by site_margin_max,
+    #                             footprint) - w * footprint * divert / divert_max
 
 
 def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
@@ -33,18 +34,22 @@ def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
 
     A cell qualifies when every cell centre within footprint_m / 2 of it is safe; cells outside
     the grid count as unknown, hence never safe; on a strided lattice (layers.stride > 1) the
-    clearance must exceed footprint_m / 2 by half a lattice diagonal. Clearance (distance to
-    the nearest not-safe cell, from an exact Euclidean distance transform) is capped at
-    footprint_m: beyond one
-    footprint of margin, more clearance is not worth flying further. Score = min(clearance,
-    footprint) - clearance_weight * footprint * divert / divert_max_m; the highest wins.
+    clearance must exceed footprint_m / 2 by half a lattice diagonal. Qualified cells are
+    ranked by their clearance from the ground that is not safe by a wide margin: an exact
+    Euclidean distance to the nearest cell that is hazard, unknown, or safe with a margin above
+    `cfg.site_margin_max` (within that share of a limit: a rock read just under the roughness
+    limit is where a sigma too small bites; `SafeSite.clearance_m` stays the distance to the
+    nearest cell that is not safe). It is capped at footprint_m: beyond one footprint of
+    margin, more clearance is not worth flying further. Score = min(that clearance, footprint)
+    - clearance_weight * footprint * divert / divert_max_m; the highest wins.
     """
     target = np.asarray(target_xy_m, np.float64).reshape(2)
     safe = layers.hazard == HAZARD_SAFE
     if not safe.any():
         return None
-    safe = np.pad(safe.view(np.uint8), 1)                                   # border: unknown
-    dist_cells = cv2.distanceTransform(safe, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    # borders: unknown; [1:-1, 1:-1] strips the padding again
+    dist_cells = cv2.distanceTransform(np.pad(safe.view(np.uint8), 1), cv2.DIST_L2,
+                                       cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
     # on a strided lattice, every point within footprint/2 of the site must lie within half a
     # lattice diagonal of a safe lattice cell: ask for that much more clearance
     lattice_m = layers.grid.cell_m / math.sqrt(2) if layers.stride > 1 else 0.0
@@ -53,13 +58,17 @@ def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
     if not len(rows):
         return None
     clearance = dist_cells[rows, cols].astype(np.float64) * layers.grid.cell_m
+    wide = (safe & (layers.margin <= cfg.site_margin_max)).view(np.uint8)
+    wide_clearance = cv2.distanceTransform(np.pad(wide, 1), cv2.DIST_L2,
+                                           cv2.DIST_MASK_PRECISE)[1:-1, 1:-1][rows, cols]
     x, y = layers.grid.cell_centre(rows, cols)
     divert = np.hypot(x - target[0], y - target[1])
     ok = (clearance > cfg.footprint_m / 2 + lattice_m) & (divert <= cfg.divert_max_m)
     if not ok.any():
         return None
     scale = cfg.clearance_weight * cfg.footprint_m / max(cfg.divert_max_m, layers.grid.cell_m)
-    score = np.where(ok, np.minimum(clearance, cfg.footprint_m) - scale * divert, -np.inf)
+    rank_m = wide_clearance.astype(np.float64) * layers.grid.cell_m
+    score = np.where(ok, np.minimum(rank_m, cfg.footprint_m) - scale * divert, -np.inf)
     k = int(np.argmax(score))
     i, j = rows[k], cols[k]
     return SafeSite(np.array([x[k], y[k]]), float(layers.height_m[i, j]),

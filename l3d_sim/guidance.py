@@ -63,6 +63,16 @@ def target_is_safe(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
         ((values >= 0) & (values <= OCCUPANCY_SAFE_MAX)).all())
 
 
+def clear_by_margin(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
+                    diameter_m: float, margin_max: float) -> bool:
+    """True when every map cell within diameter/2 of `xy_m` is safe with a margin of at most
+    `margin_max` (OccupancyGrid <= 50 * margin_max, `HazardConfig.site_margin_max`): not
+    only safe but well inside the limits."""
+    values = footprint_values(occupancy, grid, xy_m, diameter_m)
+    return values is not None and bool(
+        ((values >= 0) & (values < (OCCUPANCY_SAFE_MAX + 1) * margin_max)).all())
+
+
 UNPROVEN_WEIGHT = 0.5       # an unproven cell counts this much of a safe one in a survey
 
 
@@ -107,30 +117,48 @@ class Guidance:
                   site_xy_m: np.ndarray | None, position_m: np.ndarray,
                   altitude_m: float) -> str:
         """One scan's hazard map and safe site (None: none safe). Returns the decision:
-        'keep' (target safe), 'retarget', 'hold' (the target was certified at an earlier scan;
-        this one shows no hazard in its footprint, only cells it cannot certify, and no other
-        site: it is kept rather than traded for uncertified ground), 'survey', 'no_site',
+        'keep' (target safe), 'retarget' (to the site: the target is not safe, or it is but
+        its touchdown disc - the footprint widened by terminal_error_m on each side, where the
+        lander may touch down - holds cells safe only near a limit and the site's does not),
+        'hold' (the target was certified at an earlier scan; this one shows no hazard in its
+        footprint, only cells it cannot certify, and no other site: it is kept rather than
+        traded for uncertified ground), 'survey', 'no_site',
         'out_of_budget' or 'frozen'."""
         if self.phase == 'terminal':
             return 'frozen'
         if occupancy is not None and target_is_safe(occupancy, grid, self.target_xy_m,
                                                     self.hazard.footprint_m):
             self.target_promise = 1.0
-            return 'keep'
+            if site_xy_m is None or not self._wider_site(occupancy, grid, site_xy_m):
+                return 'keep'
+            return self._retarget(site_xy_m, position_m, altitude_m, otherwise='keep')
         if site_xy_m is None:
             if self.target_promise >= 1.0 and not self._hazard_shown(occupancy, grid):
                 return 'hold'
             return self._survey(occupancy, grid, position_m, altitude_m)
+        return self._retarget(site_xy_m, position_m, altitude_m)
+
+    def _retarget(self, site_xy_m, position_m, altitude_m, otherwise='out_of_budget') -> str:
+        """Move the target to the site if the divert budget allows, else `otherwise`."""
         site = np.asarray(site_xy_m, np.float64).reshape(2)
         from_nominal = float(np.linalg.norm(site - self.nominal_xy_m))
         step = float(np.linalg.norm(site - np.asarray(position_m)[:2]))
         if (from_nominal > self.cfg.divert_max_m
                 or step > self.cfg.divert_per_altitude * max(altitude_m, 0.0)):
-            return 'out_of_budget'
+            return otherwise
         self.target_xy_m = site
         self.target_promise = 1.0
         self.retargets += 1
         return 'retarget'
+
+    def _wider_site(self, occupancy, grid, site_xy_m) -> bool:
+        """The (safe) target's touchdown disc holds a cell safe only near a limit, the site's
+        does not: a rock misread just under the roughness limit is where a sigma too small
+        bites, and the lander lands anywhere within terminal_error_m of its target."""
+        diameter = self.hazard.footprint_m + 2 * self.cfg.terminal_error_m
+        margin = self.hazard.site_margin_max
+        return (not clear_by_margin(occupancy, grid, self.target_xy_m, diameter, margin)
+                and clear_by_margin(occupancy, grid, site_xy_m, diameter, margin))
 
     def _hazard_shown(self, occupancy, grid) -> bool:
         """The map shows a hazard (OCCUPANCY_HAZARD) within the target's footprint."""
@@ -204,4 +232,4 @@ class Guidance:
         return np.array([accel_xy[0], accel_xy[1], max(accel_z, 0.0)])
 
 
-__all__ = ['footprint_values', 'Guidance', 'target_is_safe', 'survey_share']
+__all__ = ['clear_by_margin', 'footprint_values', 'Guidance', 'target_is_safe', 'survey_share']

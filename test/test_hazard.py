@@ -1,4 +1,5 @@
 """Hazard core: slope, roughness, unknown coverage (INTERFACES.md section 4)."""
+from dataclasses import replace
 import math
 
 from hypothesis import given, settings
@@ -257,6 +258,34 @@ def test_safe_site_never_in_or_near_a_hole():
     assert (layers.hazard[row - r:row + r + 1, col - r:col + r + 1] != 255).all()
     none = select_safe_site(layers, HazardConfig(divert_max_m=1.0), target)
     assert none is None
+
+
+def test_safe_site_keeps_its_clearance_from_ground_safe_only_near_a_limit():
+    """A band of cells graded safe within 20 % of a limit (a rock read just under it) at the
+    target: the site qualifies on safe cells alone but is ranked by its clearance from the
+    band too, so it moves a footprint away; with site_margin_max 1 the band counts as clear."""
+    from l3d_ros.hazard import GridGeometry, HazardLayers
+    from l3d_ros.site import select_safe_site
+    shape = (150, 150)                                             # 30 m at 0.2 m
+    grid = GridGeometry((-15.0, -15.0), CFG.cell_m, shape)
+    margin = np.full(shape, 0.3, np.float32)
+    x, y = grid.cell_centre(*np.mgrid[0:shape[0], 0:shape[1]])
+    band = np.abs(x - 1.0) < 0.5                                   # 1 m wide, 0.5-1.5 m east
+    margin[band] = 0.9
+    hazard = np.zeros(shape, np.uint8)                             # all safe
+
+    def layers():
+        return HazardLayers(hazard, margin, margin, np.ones(shape, np.float32), grid, 1,
+                            lambda: (margin, margin, np.zeros(shape, np.float32)))
+
+    target = np.array([0.0, 0.0])
+    ranked = select_safe_site(layers(), CFG, target)
+    assert CFG.site_margin_max == 0.8 and ranked is not None
+    gap = np.min(np.abs(ranked.xy_m[0] - x[band]))                 # distance to the band
+    assert gap >= CFG.footprint_m - CFG.cell_m
+    assert ranked.clearance_m >= CFG.footprint_m                   # nothing not-safe nearby
+    blind = select_safe_site(layers(), replace(CFG, site_margin_max=1.0), target)
+    np.testing.assert_allclose(blind.xy_m, target, atol=CFG.cell_m)
 
 
 def test_occupancy_and_pixel_lookup():
