@@ -11,7 +11,10 @@ Phases, from the navigation estimate and the altimeter height h above the ground
   steers the lander off crater walls and boulder fields towards ground the final scans can
   certify. 200 closed-loop runs (docs/land200, SGBM): HDA safe rate 0.935 -> 0.990, oracle
   1.000. A target certified at one scan is held while later scans show no hazard in its
-  footprint;
+  footprint. A safe target is still traded for the node's site when its touchdown disc (the
+  footprint widened by terminal_error_m) holds cells graded safe within 20 % of a limit
+  (`HazardConfig.site_margin_max`; the node ranks its sites the same way) and the site's disc
+  holds none: rocks just over the roughness limit are misread just under it;
 - terminal (h <= terminal_altitude_m): the target is frozen; the lander hovers until it is
   within `terminal_error_m` of it, then descends vertically at `touchdown_speed_m_s`.
 
@@ -178,8 +181,10 @@ class Guidance:
         map where it shows the target's disc (half of it measured), else
         as last shown (`target_promise`; a map of the ground below a lander still far from
         its target says nothing of the target, and reading that as no promise made the
-        target jump tens of metres at every scan). The new target is not a site: nothing was
-        certified there. Else 'no_site'."""
+        target jump tens of metres at every scan). Ground whose touchdown disc (footprint +
+        2 terminal_error_m) shows a hazard is no candidate, and a target whose disc shows one
+        promises nothing: any candidate of survey_share_min beats it. The new target is not a
+        site: nothing was certified there. Else 'no_site'."""
         c = self.cfg
         if occupancy is None or c.survey_share_min <= 0:
             return 'no_site'
@@ -187,9 +192,14 @@ class Guidance:
         rows, cols = grid.shape
         x, y = grid.cell_centre(*np.mgrid[0:rows, 0:cols])
         p = np.asarray(position_m, np.float64)[:2]
+        touchdown_r = max(1, int(round((self.hazard.footprint_m / 2 + c.terminal_error_m)
+                                       / grid.cell_m)))
+        hazard_near = cv2.dilate((occupancy == OCCUPANCY_HAZARD).view(np.uint8),
+                                 cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
+                                                           (2 * touchdown_r + 1,) * 2)) > 0
         reach = (np.hypot(x - p[0], y - p[1]) <= c.divert_per_altitude * max(altitude_m, 0.0)
                  ) & (np.hypot(x - self.nominal_xy_m[0], y - self.nominal_xy_m[1])
-                      <= c.divert_max_m)
+                      <= c.divert_max_m) & ~hazard_near
         away = np.hypot(x - self.target_xy_m[0], y - self.target_xy_m[1])
         score = share - c.survey_distance_weight * away / max(c.divert_max_m, grid.cell_m)
         k = int(np.argmax(np.where(reach, score, -np.inf)))
@@ -197,7 +207,7 @@ class Guidance:
         i, j = grid.cell_index(np.array([self.target_xy_m[0]]), np.array([self.target_xy_m[1]]))
         measured = survey_share(occupancy, grid, self.hazard.footprint_m, measured=True)
         if i[0] >= 0 and measured[i[0], j[0]] >= 0.5:
-            self.target_promise = float(share[i[0], j[0]])
+            self.target_promise = 0.0 if hazard_near[i[0], j[0]] else float(share[i[0], j[0]])
         if best < c.survey_share_min or float(score.flat[k]) < self.target_promise + 0.1:
             return 'no_site'
         self.target_xy_m = np.array([x.flat[k], y.flat[k]])

@@ -39,7 +39,8 @@ def test_retarget_rules():
     occ = safe_map()
     assert g.on_hazard(occ, GRID, np.array([5.0, 5.0]), np.zeros(3), 100.0) == 'keep'
     occ[50, 50] = 100                                # the target is now a hazard
-    assert g.on_hazard(occ, GRID, None, np.zeros(3), 100.0) == 'no_site'
+    assert g.on_hazard(np.full(GRID.shape, 100, np.int8), GRID, None, np.zeros(3),
+                       100.0) == 'no_site'           # nowhere to go
     assert g.on_hazard(occ, GRID, np.array([70.0, 0.0]), np.zeros(3), 100.0) == 'out_of_budget'
     assert g.on_hazard(occ, GRID, np.array([8.0, 0.0]), np.zeros(3), 5.0) == 'out_of_budget'
     assert g.on_hazard(occ, GRID, np.array([5.0, 5.0]), np.zeros(3), 100.0) == 'retarget'
@@ -48,6 +49,48 @@ def test_retarget_rules():
     g.command(np.array([5.0, 5.0, 10.0]), np.zeros(3), 10.0)   # below terminal altitude
     assert g.phase == 'terminal'
     assert g.on_hazard(None, None, np.array([0.0, 5.0]), np.zeros(3), 10.0) == 'frozen'
+
+
+def test_a_safe_target_near_ground_graded_at_a_limit_is_traded_for_a_wider_site():
+    """Cells graded safe within 20 % of a limit (40-49) 2.2 m from the target: outside its
+    footprint (it stays safe) but inside the disc it may touch down in (footprint + 2 x
+    terminal_error_m): the guidance takes an offered site whose disc is clear, keeps the target
+    when the site is no better or out of the divert budget, and ignores ones graded below 40."""
+    occ = safe_map()
+    occ[50 + 11, 50] = 45                            # 2.2 m from the target at (0.1, 0.1)
+    cfg = GuidanceConfig()
+    assert HAZARD.footprint_m / 2 < 2.2 < HAZARD.footprint_m / 2 + cfg.terminal_error_m
+    g = Guidance(cfg, HAZARD, [0.1, 0.1])
+    assert g.on_hazard(occ, GRID, None, np.zeros(3), 100.0) == 'keep'       # no site offered
+    marginal_site = np.array([0.3, 0.5])                                    # also near the 45
+    assert g.on_hazard(occ, GRID, marginal_site, np.zeros(3), 100.0) == 'keep'
+    far = np.array([5.0, -5.0])
+    assert g.on_hazard(occ, GRID, far, np.zeros(3), 3.0) == 'keep'          # budget: 3 m step
+    assert g.on_hazard(occ, GRID, far, np.zeros(3), 100.0) == 'retarget'
+    np.testing.assert_allclose(g.target_xy_m, far)
+    occ[50 + 11, 50] = 39                            # well inside the limits: nothing to trade
+    g = Guidance(cfg, HAZARD, [0.1, 0.1])
+    assert g.on_hazard(occ, GRID, far, np.zeros(3), 100.0) == 'keep'
+
+
+def test_survey_leaves_a_target_whose_touchdown_disc_shows_a_hazard():
+    """Nothing certified, all ground measured but unproven (60): the target's touchdown disc
+    (footprint + 2 terminal_error_m) shows one hazard cell. Every other disc promises as much,
+    which before was no reason to move; now the target promises nothing and the survey moves
+    to the nearest ground whose disc shows no hazard, never onto one that does."""
+    occ = np.full(GRID.shape, 60, np.int8)
+    occ[50, 50 + 12] = 100                           # 2.4 m east of the target (0.1, 0.1)
+    cfg = GuidanceConfig()
+    g = Guidance(cfg, HAZARD, [0.1, 0.1])
+    assert g.on_hazard(occ, GRID, None, np.array([0.1, 0.1, 30.0]), 30.0) == 'survey'
+    assert g.target_promise == pytest.approx(0.5, abs=0.05)
+    gap = np.hypot(g.target_xy_m[0] - 2.5, g.target_xy_m[1] - 0.1)
+    assert gap > HAZARD.footprint_m / 2 + cfg.terminal_error_m
+    assert np.hypot(*(g.target_xy_m - 0.1)) < 1.5  # a short move: the distance term
+    # the same map without the hazard cell: no reason to move
+    g = Guidance(cfg, HAZARD, [0.1, 0.1])
+    assert g.on_hazard(np.full(GRID.shape, 60, np.int8), GRID, None,
+                       np.array([0.1, 0.1, 30.0]), 30.0) == 'no_site'
 
 
 @settings(max_examples=8, deadline=None)
