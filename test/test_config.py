@@ -39,6 +39,7 @@ def test_unknown_key_is_rejected_with_the_known_ones():
 
 @pytest.mark.parametrize('update, fragment', [
     ({'hazard.slope_max_deg': 95.0}, 'hazard.slope_max_deg=95.0: expected (0, 90)'),
+    ({'hazard.site_margin_max': 1.5}, 'hazard.site_margin_max=1.5: expected [0, 1]'),
     ({'sgbm.block_size': 4}, 'sgbm.block_size=4'),
     ({'sgbm.num_disparities': 20}, 'multiple of 16'),
     ({'backend': 'magic'}, "backend='magic'"),
