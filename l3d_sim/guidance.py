@@ -68,9 +68,9 @@ def target_is_safe(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
 
 def clear_by_margin(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
                     diameter_m: float, margin_max: float) -> bool:
-    """True when every map cell within diameter/2 of `xy_m` is safe with a margin of at most
-    `margin_max` (OccupancyGrid <= 50 * margin_max, `HazardConfig.site_margin_max`): not
-    only safe but well inside the limits."""
+    """True when every map cell within diameter/2 of `xy_m` is safe with a grade below
+    50 * margin_max (`HazardConfig.site_margin_max`; at 0.8, grades 40-49 are near a limit):
+    not only safe but well inside the limits."""
     values = footprint_values(occupancy, grid, xy_m, diameter_m)
     return values is not None and bool(
         ((values >= 0) & (values < (OCCUPANCY_SAFE_MAX + 1) * margin_max)).all())
