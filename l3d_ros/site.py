@@ -47,9 +47,7 @@ def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
     safe = layers.hazard == HAZARD_SAFE
     if not safe.any():
         return None
-    # borders: unknown; [1:-1, 1:-1] strips the padding again
-    dist_cells = cv2.distanceTransform(np.pad(safe.view(np.uint8), 1), cv2.DIST_L2,
-                                       cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    dist_cells = _clearance_cells(safe)
     # on a strided lattice, every point within footprint/2 of the site must lie within half a
     # lattice diagonal of a safe lattice cell: ask for that much more clearance
     lattice_m = layers.grid.cell_m / math.sqrt(2) if layers.stride > 1 else 0.0
@@ -58,9 +56,10 @@ def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
     if not len(rows):
         return None
     clearance = dist_cells[rows, cols].astype(np.float64) * layers.grid.cell_m
-    wide = (safe & (layers.margin <= cfg.site_margin_max)).view(np.uint8)
-    wide_clearance = cv2.distanceTransform(np.pad(wide, 1), cv2.DIST_L2,
-                                           cv2.DIST_MASK_PRECISE)[1:-1, 1:-1][rows, cols]
+    # every safe cell has margin <= 1: at site_margin_max 1 the ranking clearance is the same
+    wide_cells = (dist_cells if cfg.site_margin_max >= 1.0 else
+                  _clearance_cells(safe & (layers.margin <= cfg.site_margin_max)))
+    wide_clearance = wide_cells[rows, cols]
     x, y = layers.grid.cell_centre(rows, cols)
     divert = np.hypot(x - target[0], y - target[1])
     ok = (clearance > cfg.footprint_m / 2 + lattice_m) & (divert <= cfg.divert_max_m)
@@ -73,6 +72,13 @@ def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
     i, j = rows[k], cols[k]
     return SafeSite(np.array([x[k], y[k]]), float(layers.height_m[i, j]),
                     float(clearance[k]), float(score[k]))
+
+
+def _clearance_cells(clear: np.ndarray) -> np.ndarray:
+    """(H, W) float32 exact Euclidean distance [cells] from each cell to the nearest cell that
+    is not `clear`; beyond the grid's border nothing is clear."""
+    padded = np.pad(clear.view(np.uint8), 1)
+    return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
 
 
 @dataclass(frozen=True)

@@ -55,25 +55,29 @@ def footprint_values(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray
     return occupancy[ii, jj]
 
 
+def clear_by_margin(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
+                    diameter_m: float, margin_max: float = 1.0) -> bool:
+    """True when every map cell within diameter/2 of `xy_m` is known and safe with a grade
+    below 50 * margin_max (`HazardConfig.site_margin_max`; at 0.8, grades 40-49 are near a
+    limit): well inside the limits. margin_max 1: safe (0..49) at all."""
+    values = footprint_values(occupancy, grid, xy_m, diameter_m)
+    return values is not None and bool(
+        ((values >= 0) & (values < (OCCUPANCY_SAFE_MAX + 1) * margin_max)).all())
+
+
 def target_is_safe(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
                    footprint_m: float) -> bool:
     """True when every map cell within footprint/2 of `xy_m` is known and safe (0..49).
 
     occupancy: (H, W) int8 OccupancyGrid values on `grid`; cells off the grid are unknown.
     """
-    values = footprint_values(occupancy, grid, xy_m, footprint_m)
-    return values is not None and bool(
-        ((values >= 0) & (values <= OCCUPANCY_SAFE_MAX)).all())
+    return clear_by_margin(occupancy, grid, xy_m, footprint_m)
 
 
-def clear_by_margin(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
-                    diameter_m: float, margin_max: float) -> bool:
-    """True when every map cell within diameter/2 of `xy_m` is safe with a grade below
-    50 * margin_max (`HazardConfig.site_margin_max`; at 0.8, grades 40-49 are near a limit):
-    not only safe but well inside the limits."""
-    values = footprint_values(occupancy, grid, xy_m, diameter_m)
-    return values is not None and bool(
-        ((values >= 0) & (values < (OCCUPANCY_SAFE_MAX + 1) * margin_max)).all())
+def disc_kernel(radius_m: float, cell_m: float) -> np.ndarray:
+    """(2r+1, 2r+1) uint8 disc of r = round(radius_m / cell_m) >= 1 cells."""
+    r = max(1, int(round(radius_m / cell_m)))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
 UNPROVEN_WEIGHT = 0.5       # an unproven cell counts this much of a safe one in a survey
@@ -91,9 +95,7 @@ def survey_share(occupancy: np.ndarray, grid: GridGeometry, radius_m: float,
         safe = ((occupancy >= 0) & (occupancy <= OCCUPANCY_SAFE_MAX)).astype(np.float32)
         lo, hi = OCCUPANCY_UNPROVEN
         safe += np.float32(UNPROVEN_WEIGHT) * ((occupancy >= lo) & (occupancy <= hi))
-    r = max(1, int(round(radius_m / grid.cell_m)))
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(
-        np.float32)
+    disc = disc_kernel(radius_m, grid.cell_m).astype(np.float32)
     return cv2.filter2D(safe, -1, disc / disc.sum(), borderType=cv2.BORDER_CONSTANT)
 
 
@@ -158,10 +160,14 @@ class Guidance:
         """The (safe) target's touchdown disc holds a cell safe only near a limit, the site's
         does not: a rock misread just under the roughness limit is where a sigma too small
         bites, and the lander lands anywhere within terminal_error_m of its target."""
-        diameter = self.hazard.footprint_m + 2 * self.cfg.terminal_error_m
-        margin = self.hazard.site_margin_max
+        diameter, margin = self.touchdown_diameter_m, self.hazard.site_margin_max
         return (not clear_by_margin(occupancy, grid, self.target_xy_m, diameter, margin)
                 and clear_by_margin(occupancy, grid, site_xy_m, diameter, margin))
+
+    @property
+    def touchdown_diameter_m(self) -> float:
+        """The disc the lander may touch down in: footprint + terminal_error_m each side."""
+        return self.hazard.footprint_m + 2 * self.cfg.terminal_error_m
 
     def _hazard_shown(self, occupancy, grid) -> bool:
         """The map shows a hazard (OCCUPANCY_HAZARD) within the target's footprint."""
@@ -192,11 +198,8 @@ class Guidance:
         rows, cols = grid.shape
         x, y = grid.cell_centre(*np.mgrid[0:rows, 0:cols])
         p = np.asarray(position_m, np.float64)[:2]
-        touchdown_r = max(1, int(round((self.hazard.footprint_m / 2 + c.terminal_error_m)
-                                       / grid.cell_m)))
         hazard_near = cv2.dilate((occupancy == OCCUPANCY_HAZARD).view(np.uint8),
-                                 cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
-                                                           (2 * touchdown_r + 1,) * 2)) > 0
+                                 disc_kernel(self.touchdown_diameter_m / 2, grid.cell_m)) > 0
         reach = (np.hypot(x - p[0], y - p[1]) <= c.divert_per_altitude * max(altitude_m, 0.0)
                  ) & (np.hypot(x - self.nominal_xy_m[0], y - self.nominal_xy_m[1])
                       <= c.divert_max_m) & ~hazard_near
@@ -242,4 +245,5 @@ class Guidance:
         return np.array([accel_xy[0], accel_xy[1], max(accel_z, 0.0)])
 
 
-__all__ = ['clear_by_margin', 'footprint_values', 'Guidance', 'target_is_safe', 'survey_share']
+__all__ = ['clear_by_margin', 'disc_kernel', 'footprint_values', 'Guidance',
+           'target_is_safe', 'survey_share']
