@@ -32,9 +32,11 @@ def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
                      target_xy_m: np.ndarray) -> SafeSite | None:
     """Best safe landing site within `cfg.divert_max_m` of `target_xy_m` (map, [m]), or None.
 
-    A cell qualifies when every cell centre within footprint_m / 2 of it is safe; cells outside
-    the grid count as unknown, hence never safe; on a strided lattice (layers.stride > 1) the
-    clearance must exceed footprint_m / 2 by half a lattice diagonal. Qualified cells are
+    A cell qualifies when every cell whose square reaches within footprint_m / 2 of it is safe
+    (a label holds for its cell's square, on a strided lattice the lattice's, and a cell
+    centred just beyond the rim still covers ground under the footprint): its clearance, the
+    distance to the nearest cell centre that is not safe, exceeds footprint_m / 2 by half a
+    cell diagonal. Cells outside the grid count as unknown, hence never safe. Qualified cells are
     ranked by their clearance from the ground that is not safe by a wide margin: an exact
     Euclidean distance to the nearest cell that is hazard, unknown, or safe with a margin above
     `cfg.site_margin_max` (within that share of a limit: a rock read just under the roughness
@@ -48,9 +50,9 @@ def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
     if not safe.any():
         return None
     dist_cells = _clearance_cells(safe)
-    # on a strided lattice, every point within footprint/2 of the site must lie within half a
-    # lattice diagonal of a safe lattice cell: ask for that much more clearance
-    lattice_m = layers.grid.cell_m / math.sqrt(2) if layers.stride > 1 else 0.0
+    # every point within footprint/2 of the site must lie in the square of a safe cell: all
+    # such squares have centres within footprint/2 plus half a diagonal
+    lattice_m = layers.grid.cell_m / math.sqrt(2)
     need_cells = (cfg.footprint_m / 2 + lattice_m) / layers.grid.cell_m * (1 - 1e-6)
     rows, cols = np.nonzero(dist_cells > need_cells)    # candidates, row-major as argmax scans
     if not len(rows):

@@ -34,8 +34,11 @@ from l3d_sim.mission_config import GuidanceConfig
 
 def footprint_values(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
                      footprint_m: float) -> np.ndarray | None:
-    """The map values (int8) of every cell within footprint/2 of `xy_m`, or None when part of
-    that disc is off the grid."""
+    """The map values (int8) of every cell whose square reaches within footprint/2 of `xy_m`
+    (every cell holding ground under the disc, not only those whose centre lies in it: the
+    map's cells and the terrain's are squares on different origins, and a cell centred up to
+    half a diagonal beyond the rim still covers ground under it), or None when part of that
+    set is off the grid."""
     x, y = (float(v) for v in np.asarray(xy_m).reshape(2))
     r = footprint_m / 2
     rows, cols = grid.shape
@@ -46,7 +49,10 @@ def footprint_values(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray
     i1 = int(np.ceil((y + r - grid.origin_xy_m[1]) / c))
     ii, jj = np.mgrid[i0:i1 + 1, j0:j1 + 1]
     cx, cy = grid.cell_centre(ii, jj)
-    disc = np.hypot(cx - x, cy - y) <= r
+    # distance from xy to the nearest point of each cell's square
+    dx = np.maximum(np.abs(cx - x) - c / 2, 0.0)
+    dy = np.maximum(np.abs(cy - y) - c / 2, 0.0)
+    disc = np.hypot(dx, dy) <= r
     if not disc.any():
         return None
     ii, jj = ii[disc], jj[disc]

@@ -34,6 +34,18 @@ def test_target_safety_needs_every_cell_of_the_footprint_known_and_safe():
     assert not target_is_safe(safe_map(), GRID, [9.0, 0.0], HAZARD.footprint_m)  # off the map
 
 
+def test_target_safety_covers_cells_reaching_under_the_footprint_rim():
+    """A cell's label holds for its square: one centred 2.08 m from the target (beyond the
+    2 m radius) whose square reaches 1.98 m holds ground under the footprint; one whose square
+    stays 2.18 m away does not."""
+    occ = safe_map()
+    target = [0.1, 0.02]                             # column 50's centre, just above row 49/50
+    occ[60, 50] = 100                                # centre y 2.1: 2.08 m, square from 1.98 m
+    assert not target_is_safe(occ, GRID, target, HAZARD.footprint_m)
+    occ[60, 50], occ[61, 50] = 10, 100               # centre y 2.3: square from 2.18 m
+    assert target_is_safe(occ, GRID, target, HAZARD.footprint_m)
+
+
 def test_retarget_rules():
     g = Guidance(GuidanceConfig(), HAZARD, [0.0, 0.0])
     occ = safe_map()

@@ -260,6 +260,29 @@ def test_safe_site_never_in_or_near_a_hole():
     assert none is None
 
 
+def test_safe_site_clears_every_cell_square_under_its_footprint():
+    """At stride 1 too, a site's footprint must not reach into the square of a cell that is
+    not safe: the nearest such cell centre lies beyond footprint/2 plus half a diagonal.
+    Scattered hazard cells leave gaps where only that margin decides (a centre 2.01 m off, at
+    (10, 1) cells, passed the old centre-only test)."""
+    from l3d_ros.hazard import GridGeometry, HazardLayers
+    from l3d_ros.site import select_safe_site
+    shape = (100, 100)                                             # 20 m at 0.2 m
+    grid = GridGeometry((-10.0, -10.0), CFG.cell_m, shape)
+    margin = np.full(shape, 0.3, np.float32)
+    x, y = grid.cell_centre(*np.mgrid[0:shape[0], 0:shape[1]])
+    need = CFG.footprint_m / 2 + CFG.cell_m / math.sqrt(2)
+    for seed in range(12):
+        hazard = (np.random.default_rng(seed).random(shape) < 0.012).astype(np.uint8)
+        layers = HazardLayers(hazard, margin, margin, np.ones(shape, np.float32), grid, 1,
+                              lambda: (margin, margin, np.zeros(shape, np.float32)))
+        site = select_safe_site(layers, CFG, np.array([0.0, 0.0]))
+        assert site is not None
+        gap = np.hypot(x[hazard == 1] - site.xy_m[0], y[hazard == 1] - site.xy_m[1]).min()
+        assert gap > need, (seed, gap)
+        assert need < site.clearance_m <= gap + 1e-6      # the grid edge may be nearer
+
+
 def test_safe_site_keeps_its_clearance_from_ground_safe_only_near_a_limit():
     """A band of cells graded safe within 20 % of a limit (a rock read just under it) at the
     target: the site qualifies on safe cells alone but is ranked by its clearance from the
