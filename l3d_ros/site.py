@@ -52,8 +52,8 @@ def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
     dist_cells = _clearance_cells(safe)
     # every point within footprint/2 of the site must lie in the square of a safe cell: all
     # such squares have centres within footprint/2 plus half a diagonal
-    lattice_m = layers.grid.cell_m / math.sqrt(2)
-    need_cells = (cfg.footprint_m / 2 + lattice_m) / layers.grid.cell_m * (1 - 1e-6)
+    half_diagonal_m = layers.grid.cell_m / math.sqrt(2)
+    need_cells = (cfg.footprint_m / 2 + half_diagonal_m) / layers.grid.cell_m * (1 - 1e-6)
     rows, cols = np.nonzero(dist_cells > need_cells)    # candidates, row-major as argmax scans
     if not len(rows):
         return None
@@ -64,7 +64,7 @@ def select_safe_site(layers: HazardLayers, cfg: HazardConfig,
     wide_clearance = wide_cells[rows, cols]
     x, y = layers.grid.cell_centre(rows, cols)
     divert = np.hypot(x - target[0], y - target[1])
-    ok = (clearance > cfg.footprint_m / 2 + lattice_m) & (divert <= cfg.divert_max_m)
+    ok = (clearance > cfg.footprint_m / 2 + half_diagonal_m) & (divert <= cfg.divert_max_m)
     if not ok.any():
         return None
     scale = cfg.clearance_weight * cfg.footprint_m / max(cfg.divert_max_m, layers.grid.cell_m)
