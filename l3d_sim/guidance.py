@@ -63,9 +63,9 @@ def footprint_values(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray
 
 def clear_by_margin(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
                     diameter_m: float, margin_max: float = 1.0) -> bool:
-    """True when every map cell within diameter/2 of `xy_m` is known and safe with a grade
-    below 50 * margin_max (`HazardConfig.site_margin_max`; at 0.8, grades 40-49 are near a
-    limit): well inside the limits. margin_max 1: safe (0..49) at all."""
+    """True when every map cell under the disc of `diameter_m` at `xy_m` (`footprint_values`)
+    is known and safe with a grade below 50 * margin_max (`HazardConfig.site_margin_max`; at
+    0.8, grades 40-49 are near a limit): well inside the limits. margin_max 1: safe (0..49)."""
     values = footprint_values(occupancy, grid, xy_m, diameter_m)
     return values is not None and bool(
         ((values >= 0) & (values < (OCCUPANCY_SAFE_MAX + 1) * margin_max)).all())
@@ -73,7 +73,8 @@ def clear_by_margin(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
 
 def target_is_safe(occupancy: np.ndarray, grid: GridGeometry, xy_m: np.ndarray,
                    footprint_m: float) -> bool:
-    """True when every map cell within footprint/2 of `xy_m` is known and safe (0..49).
+    """True when every map cell under the footprint at `xy_m` (`footprint_values`) is known
+    and safe (0..49).
 
     occupancy: (H, W) int8 OccupancyGrid values on `grid`; cells off the grid are unknown.
     """
