@@ -96,6 +96,29 @@ class StudentConfig:
 
 
 @dataclass(frozen=True)
+class LowLightConfig:
+    """Matching a binned pair where image noise limits it (l3d_ros.binning)."""
+
+    binning: int = 2                 # bin factor (2: 2x2 pixels); 1: never bin
+    # bin when the median texture ratio (noise / rms x-gradient over the matching window) of
+    # the pixels with signal exceeds this: sunlit ground 0.1-0.5, earthshine 1-2.5; 0: never
+    texture_ratio_min: float = 0.8
+    # which backend matches a binned pair: sgbm, or primary (the configured backend, with its
+    # fallback); the student keeps 5-26 % of earthshine pixels at its confidence cut, SGBM ~85 %
+    backend: str = 'sgbm'
+
+    def __post_init__(self):
+        check(isinstance(self.binning, int) and 1 <= self.binning <= 4, 'low_light.binning',
+              self.binning, 'an integer in [1, 4] (1: never bin)')
+        check(self.backend in ('sgbm', 'primary'), 'low_light.backend', self.backend,
+              "'sgbm' or 'primary'")
+        check(isinstance(self.texture_ratio_min, (int, float))
+              and math.isfinite(self.texture_ratio_min) and self.texture_ratio_min >= 0,
+              'low_light.texture_ratio_min', self.texture_ratio_min, 'a finite number >= 0 '
+              '(0: never bin)')
+
+
+@dataclass(frozen=True)
 class HazardConfig:
     """Hazard definition of INTERFACES.md section 4 and the DEM it is computed on."""
 
@@ -152,6 +175,7 @@ class StereoNodeConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     sgbm: SgbmConfig = field(default_factory=SgbmConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
+    low_light: LowLightConfig = field(default_factory=LowLightConfig)
     hazard: HazardConfig = field(default_factory=HazardConfig)
 
     def __post_init__(self):
@@ -277,7 +301,8 @@ def load_node_config(path: Path | None = None) -> StereoNodeConfig:
     return load_section(StereoNodeConfig, NODE_NAME, path)
 
 
-__all__ = ['QosConfig', 'SyncConfig', 'SgbmConfig', 'StudentConfig', 'HazardConfig',
+__all__ = ['QosConfig', 'SyncConfig', 'SgbmConfig', 'StudentConfig', 'LowLightConfig',
+           'HazardConfig',
            'StereoNodeConfig', 'from_dict', 'flatten', 'unflatten', 'with_updates',
            'read_params_file', 'load_section', 'load_node_config', 'check', 'check_positive',
            'default_config_path', 'package_root', 'replace']

@@ -61,17 +61,20 @@ class LatencyHistogram:
         return float(min(self.edges_ms[k], self.max_ms))
 
 
-def scene_values(depth_m: np.ndarray, occupancy: np.ndarray, site_found: bool) -> dict:
+def scene_values(depth_m: np.ndarray, occupancy: np.ndarray, site_found: bool,
+                 binning: int = 1, frame_backend: str = '') -> dict:
     """What one frame could see, for the diagnostics: the share of pixels with depth, of its
     hazard-map cells that are known (not -1) and that are certified safe (0..49), and whether a
-    site was found: a scene in shadow or without texture shows as low shares."""
+    site was found: a scene in shadow or without texture shows as low shares; the bin factor
+    it was matched at (2: noise-limited, l3d_ros.binning) and the backend that matched it."""
     def share(mask):
         return float(mask.mean()) if mask.size else 0.0
     occupancy = np.asarray(occupancy)
     return {'valid_depth_share': share(np.isfinite(depth_m)),
             'map_known_share': share(occupancy >= 0),
             'map_safe_share': share((occupancy >= 0) & (occupancy <= OCCUPANCY_SAFE_MAX)),
-            'site_found': bool(site_found)}
+            'site_found': bool(site_found), 'binning': int(binning),
+            'backend': frame_backend}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pose.json when present, else nadir at the median depth. The per-frame hazar
 l3d_ros.site.frame_hazard, the very function the node runs.
 """
 import argparse
+from dataclasses import replace
 import json
 from pathlib import Path
 import sys
@@ -17,6 +18,7 @@ import time
 import numpy as np
 
 from l3d_ros.backends import DepthResult, finalize, make_backend, to_gray01
+from l3d_ros.binning import bin_image, binned_calib, choose_binning, unbin_frame, unbin_result
 from l3d_ros.config import BACKENDS, load_node_config, StereoNodeConfig
 from l3d_ros.dataset import list_pairs, read_pair, StereoPair
 from l3d_ros.geometry import depth_to_disparity
@@ -63,10 +65,15 @@ class DepthSource:
         self.fallbacks: list[str] = []
         self._sgbm = None
 
-    def raw(self, pair: StereoPair, left01: np.ndarray,
-            right01: np.ndarray) -> tuple[DepthResult, float]:
-        """(the backend's result before the node's validity rules, seconds it took)."""
+    def raw(self, pair: StereoPair, left01: np.ndarray, right01: np.ndarray,
+            binned: bool = False) -> tuple[DepthResult, float]:
+        """(the backend's result before the node's validity rules, seconds it took).
+        binned: the pair is binned (l3d_ros.binning), matched by low_light.backend."""
         t0 = time.perf_counter()
+        if binned and self.backend is not None and self.name != 'sgbm' \
+                and self.cfg.low_light.backend == 'sgbm':
+            return self._fallback().compute(left01, right01, pair.calib), \
+                time.perf_counter() - t0
         if self.backend is None:
             if pair.depth_m is None:
                 raise FileNotFoundError(f'pair {pair.name!r}: backend oracle needs depth.npy')
@@ -85,18 +92,21 @@ class DepthSource:
                 raise
             self.fallbacks.append(f'{pair.name}: {self.name} failed ({exc}); sgbm used')
             print(f'l3d: {self.fallbacks[-1]}', file=sys.stderr)
-            self._sgbm = self._sgbm or make_backend('sgbm', self.cfg)
-            result = self._sgbm.compute(left01, right01, pair.calib)
+            result = self._fallback().compute(left01, right01, pair.calib)
         return result, time.perf_counter() - t0
 
-    def depth(self, pair: StereoPair, left01: np.ndarray,
-              right01: np.ndarray) -> tuple[DepthResult, float]:
+    def _fallback(self):
+        self._sgbm = self._sgbm or make_backend('sgbm', self.cfg)
+        return self._sgbm
+
+    def depth(self, pair: StereoPair, left01: np.ndarray, right01: np.ndarray,
+              binned: bool = False) -> tuple[DepthResult, float]:
         """(result after the node's validity rules, seconds spent computing the depth).
 
         The oracle's depth is the pair's ground truth as it is (INTERFACES.md section 6), not
         cut to the node's depth range or confidence: it scores the hazard pipeline alone.
         """
-        raw, elapsed = self.raw(pair, left01, right01)
+        raw, elapsed = self.raw(pair, left01, right01, binned)
         if self.backend is None:
             return raw, elapsed
         c = self.cfg
@@ -106,14 +116,28 @@ class DepthSource:
 
 def process_pair(pair: StereoPair, source: DepthSource, stride: int | None = None
                  ) -> tuple[DepthResult, FrameHazard, float, np.ndarray]:
-    """One pair -> (depth result, frame hazard, depth seconds, left image in [0, 1])."""
+    """One pair -> (depth result, frame hazard, depth seconds, left image in [0, 1]).
+
+    As in the node (l3d_ros.pipeline), a noise-limited pair is matched binned
+    (l3d_ros.binning) and its outputs brought back to the pair's pixels; the seconds include
+    that decision. The oracle's depth is never binned."""
     left01, right01 = to_gray01(pair.left), to_gray01(pair.right)
-    result, seconds = source.depth(pair, left01, right01)
+    t0 = time.perf_counter()
+    factor = 1 if source.backend is None else choose_binning(left01, source.cfg.low_light)
+    view, left_m, right_m = pair, left01, right01
+    if factor > 1:
+        view = replace(pair, calib=binned_calib(pair.calib, factor))
+        left_m, right_m = bin_image(left01, factor), bin_image(right01, factor)
+    binning_s = time.perf_counter() - t0
+    result, depth_s = source.depth(view, left_m, right_m, factor > 1)
     # the oracle's depth is exact: no stereo sigma margins, so the hazard pipeline alone is
     # scored against section 4 (INTERFACES.md section 6)
-    frame = frame_hazard(result, pair.calib, pair.R_world_cam, pair.t_world_cam,
+    frame = frame_hazard(result, view.calib, pair.R_world_cam, pair.t_world_cam,
                          source.cfg.hazard, stride=stride, exact_depth=source.name == 'oracle')
-    return result, frame, seconds, left01
+    if factor > 1:
+        result = unbin_result(result, factor, pair.calib.shape)
+        frame = unbin_frame(frame, factor, pair.calib.shape)
+    return result, frame, binning_s + depth_s, left01
 
 
 def write_hazard_map(out: Path, frame: FrameHazard) -> None:

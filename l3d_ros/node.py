@@ -214,7 +214,8 @@ class StereoNode(Node):
         t2 = time.perf_counter()
         self.health.frame_done(1e3 * (t2 - t0), dict(out.timings_ms, decode=1e3 * (t1 - t0)),
                                scene_values(out.result.depth_m, out.hazard.occupancy,
-                                            out.hazard.site is not None))
+                                            out.hazard.site is not None, out.binning,
+                                            out.backend))
 
     def _publish_outputs(self) -> None:
         """Publisher thread: a slow reliable subscriber delays only the outputs, never the

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from l3d_ros.backends import DepthBackend, DepthResult, finalize, make_backend, to_gray01
+from l3d_ros.binning import bin_image, binned_calib, choose_binning, unbin_frame, unbin_result
 from l3d_ros.config import StereoNodeConfig
 from l3d_ros.dem import DemFusion
 from l3d_ros.geometry import backproject, StereoCalib
@@ -30,6 +31,7 @@ class FrameOutput:
     backend: str                  # the backend that produced this frame
     timings_ms: dict[str, float] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)
+    binning: int = 1              # the pair was matched f x f-binned (l3d_ros.binning)
 
 
 class StereoPipeline:
@@ -99,22 +101,35 @@ class StereoPipeline:
         faults: list[str] = []
         t0 = time.perf_counter()
         left01, right01 = to_gray01(left), to_gray01(right)
+        factor = choose_binning(left01, self.cfg.low_light)
+        left_m, right_m, calib_m = left01, right01, calib
+        if factor > 1:              # noise-limited: matched as a camera of 1/f the resolution
+            left_m, right_m = bin_image(left01, factor), bin_image(right01, factor)
+            calib_m = binned_calib(calib, factor)
         t1 = time.perf_counter()
-        raw, name = self._depth(left01, right01, calib, faults)
-        result = finalize(raw.depth_m, raw.confidence, calib, self.cfg.depth_min_m,
+        if factor > 1 and self.cfg.low_light.backend == 'sgbm':
+            raw, name = self.fallback.compute(left_m, right_m, calib_m), self.fallback.name
+        else:
+            raw, name = self._depth(left_m, right_m, calib_m, faults)
+        result = finalize(raw.depth_m, raw.confidence, calib_m, self.cfg.depth_min_m,
                           self.cfg.depth_max_m, self.cfg.confidence_min)
         t2 = time.perf_counter()
-        points_cam = backproject(result.depth_m, calib)
+        points_cam = backproject(result.depth_m, calib_m)
         t3 = time.perf_counter()
         sub_ms: dict[str, float] = {}
-        hazard = self._hazard(result, calib, points_cam, pose, target_xy_m, sub_ms)
+        hazard = self._hazard(result, calib_m, points_cam, pose, target_xy_m, sub_ms)
+        if factor > 1:              # the map holds the binned points; outputs the input's pixels
+            result = unbin_result(result, factor, calib.shape)
+            points_cam = backproject(result.depth_m, calib)
+            hazard = unbin_frame(hazard, factor, calib.shape)
         t4 = time.perf_counter()
         timings = {'normalise': t1 - t0, 'inference': t2 - t1, 'geometry': t3 - t2,
                    'hazard': t4 - t3}
         timings_ms = {k: 1e3 * v for k, v in timings.items()}
         # the hazard stage's parts (site.frame_hazard): hazard_points, _fusion, _map, ...
         timings_ms.update({f'hazard_{HAZARD_PARTS.get(k, k)}': v for k, v in sub_ms.items()})
-        return FrameOutput(result, points_cam, hazard, left01, name, timings_ms, faults)
+        return FrameOutput(result, points_cam, hazard, left01, name, timings_ms, faults,
+                           factor)
 
     def _hazard(self, result, calib, points_cam, pose, target_xy_m,
                 timings_ms: dict[str, float]) -> FrameHazard:

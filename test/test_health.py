@@ -114,9 +114,10 @@ def test_what_the_last_frame_could_see_is_reported():
     occupancy[:5] = 100
     occupancy[0, :] = 49
     occupancy[1, :] = 50
-    scene = scene_values(depth, occupancy, False)
+    scene = scene_values(depth, occupancy, False, 2, 'sgbm')
     assert scene == {'valid_depth_share': 0.25, 'map_known_share': 0.5,
-                     'map_safe_share': 0.1, 'site_found': False}
+                     'map_safe_share': 0.1, 'site_found': False, 'binning': 2,
+                     'backend': 'sgbm'}
     h = Health()
     assert not any(k.startswith('last_frame_') for k in report(h).values)   # no frame yet
     h.frame_done(10.0, {}, scene)
@@ -124,4 +125,6 @@ def test_what_the_last_frame_could_see_is_reported():
     assert values['last_frame_valid_depth_share'] == '0.250'
     assert values['last_frame_map_safe_share'] == '0.100'
     assert values['last_frame_site_found'] == 'False'
+    assert values['last_frame_binning'] == '2'
+    assert values['last_frame_backend'] == 'sgbm'
     assert scene_values(depth[:0], occupancy[:0], True)['map_known_share'] == 0.0

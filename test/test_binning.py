@@ -1,0 +1,125 @@
+"""Low-light binning (l3d_ros.binning): noise and texture estimates, the binning decision, the
+binned geometry, and that a noise-limited pair is matched better binned."""
+import numpy as np
+import pytest
+
+from l3d_ros.binning import (bin_image, binned_calib, choose_binning, noise_sigma,
+                             texture_ratio, unbin)
+from l3d_ros.config import LowLightConfig, StereoNodeConfig
+from l3d_ros.dataset import StereoPair
+from l3d_ros.geometry import StereoCalib
+from l3d_ros.infer import DepthSource, process_pair
+from l3d_ros.pipeline import StereoPipeline
+from l3d_sim.synthetic import plane_pair
+
+CALIB = StereoCalib(300.0, 300.0, 127.5, 127.5, 2.0, 256, 256)
+DEPTH_M = 30.0
+
+
+def noisy(img: np.ndarray, contrast: float, rng: np.random.Generator) -> np.ndarray:
+    """`img`'s texture scaled by `contrast` around mid grey, plus 1 DN of sensor noise."""
+    f = img.astype(np.float32)
+    out = 128 + contrast * (f - f.mean()) + rng.standard_normal(f.shape)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def plane(contrast: float, seed: int = 3):
+    """A plane at DEPTH_M with coarse texture (3 px texels) at `contrast`, 1 DN noise."""
+    left, right, depth = plane_pair(CALIB, DEPTH_M, seed=seed, texel_m=3 * DEPTH_M / CALIB.fx)
+    rng = np.random.default_rng(seed)
+    return noisy(left, contrast, rng), noisy(right, contrast, rng), depth
+
+
+@pytest.mark.parametrize('sigma_dn', [0.5, 1.0, 3.0])
+def test_noise_estimate_recovers_the_sensor_noise_under_texture(sigma_dn):
+    rng = np.random.default_rng(1)
+    left, _, _ = plane_pair(CALIB, DEPTH_M, seed=1, texel_m=4 * DEPTH_M / CALIB.fx)
+    signal = 0.5 + 0.1 * (left.astype(np.float32) / 255 - 0.5)
+    img = signal + rng.standard_normal(signal.shape).astype(np.float32) * sigma_dn / 255
+    assert noise_sigma(img) * 255 == pytest.approx(sigma_dn, rel=0.15)
+
+
+def test_texture_ratio_is_zero_without_noise_and_large_on_flat_ground():
+    flat = np.full((64, 64), 0.5, np.float32)
+    assert not texture_ratio(flat, 0.0).any()
+    assert (texture_ratio(flat, 1 / 255) > 100).all()
+
+
+def test_bin_and_unbin_keep_the_input_pixels_with_odd_sizes():
+    img = np.arange(7 * 9, dtype=np.float32).reshape(7, 9)
+    b = bin_image(img, 2)
+    assert b.shape == (3, 4)
+    assert b[0, 0] == pytest.approx(np.mean([0, 1, 9, 10]))
+    back = unbin(b, 2, img.shape, np.float32(np.nan))
+    assert back.shape == img.shape
+    assert back[1, 1] == b[0, 0] and back[5, 7] == b[2, 3]
+    assert np.isnan(back[6]).all() and np.isnan(back[:, 8]).all()
+    with pytest.raises(ValueError, match='factor=0'):
+        bin_image(img, 0)
+
+
+def test_binned_calibration_projects_a_point_to_its_block():
+    point = np.array([3.1, -2.4, 41.0])
+    b = binned_calib(CALIB, 2)
+    u = CALIB.fx * point[0] / point[2] + CALIB.cx
+    v = CALIB.fy * point[1] / point[2] + CALIB.cy
+    ub = b.fx * point[0] / point[2] + b.cx
+    vb = b.fy * point[1] / point[2] + b.cy
+    assert ub == pytest.approx((u + 0.5) / 2 - 0.5) and vb == pytest.approx((v + 0.5) / 2 - 0.5)
+    assert (b.width, b.height, b.baseline_m) == (128, 128, CALIB.baseline_m)
+
+
+def test_decision_bins_only_noise_limited_frames_with_signal():
+    cfg = LowLightConfig()
+    weak, _, _ = plane(0.08)                       # rho ~2.8: noise-limited
+    strong, _, _ = plane(1.0)                      # sunlit-like texture
+    assert choose_binning(weak / 255.0, cfg) == 2
+    assert choose_binning(strong / 255.0, cfg) == 1
+    rng = np.random.default_rng(2)
+    black = np.clip(rng.standard_normal((256, 256)) / 255 + 0.01, 0, 1).astype(np.float32)
+    assert choose_binning(black, cfg) == 1         # noise alone: nothing to gain
+    half = strong / 255.0
+    half[:, 128:] = black[:, 128:]                 # sunlit half + black shadow
+    assert choose_binning(half, cfg) == 1
+    clean, _, _ = plane_pair(CALIB, DEPTH_M, seed=3, texel_m=3 * DEPTH_M / CALIB.fx)
+    assert choose_binning(0.5 + 0.08 * (clean / 255.0 - 0.5), cfg) == 1   # noiseless
+    assert choose_binning(weak / 255.0, LowLightConfig(binning=1)) == 1
+    assert choose_binning(weak / 255.0, LowLightConfig(texture_ratio_min=0.0)) == 1
+
+
+def test_config_rejects_bad_low_light_values():
+    with pytest.raises(ValueError, match='low_light.binning'):
+        LowLightConfig(binning=0)
+    with pytest.raises(ValueError, match='low_light.texture_ratio_min'):
+        LowLightConfig(texture_ratio_min=float('nan'))
+
+
+def depth_error(depth: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.nanmedian(np.abs(depth - truth)))
+
+
+def test_noise_limited_pair_is_matched_better_binned_on_the_input_pixels():
+    left, right, truth = plane(0.08)
+    runs = {}
+    for factor in (2, 1):
+        cfg = StereoNodeConfig(backend='sgbm', low_light=LowLightConfig(binning=factor))
+        out = StereoPipeline(cfg).process(left, right, CALIB)
+        assert out.binning == factor
+        assert out.result.depth_m.shape == truth.shape
+        assert out.points_m.shape == truth.shape + (3,)
+        assert out.hazard.pixel_hazard.shape == truth.shape
+        runs[factor] = depth_error(out.result.depth_m, truth)
+    assert runs[2] < 0.7 * runs[1], runs
+    assert np.isfinite(runs[2])
+
+
+def test_infer_bins_as_the_node_does_and_never_bins_the_oracle():
+    left, right, truth = plane(0.08)
+    pair = StereoPair('p', left, right, CALIB, depth_m=truth)
+    cfg = StereoNodeConfig(backend='sgbm')
+    node = StereoPipeline(cfg).process(left, right, CALIB)
+    result, frame, _, _ = process_pair(pair, DepthSource('sgbm', cfg))
+    np.testing.assert_array_equal(result.depth_m, node.result.depth_m)
+    np.testing.assert_array_equal(frame.pixel_hazard, node.hazard.pixel_hazard)
+    oracle, _, _, _ = process_pair(pair, DepthSource('oracle', cfg))
+    np.testing.assert_array_equal(oracle.depth_m, truth)
