@@ -102,12 +102,14 @@ def choose_binning(left01: np.ndarray, cfg: LowLightConfig) -> int:
     SIGNAL_RATIO_MAX: not black shadow), the median full-resolution texture ratio exceeds
     cfg.texture_ratio_min: there noise limits the match and binning lowers it. A partly sunlit
     frame keeps full resolution (its signal is the sunlit ground, well textured; its shadows
-    carry nothing binned either), as do noiseless images and frames without such signal."""
+    carry nothing binned either), as do noiseless images and frames without such signal. The
+    noise is the image's estimate (`noise_sigma`) capped at cfg.image_noise_max: texture at the
+    pixel scale reads as noise to any single-image estimate."""
     f = cfg.binning
     img = np.asarray(left01, np.float32)
     if f <= 1 or cfg.texture_ratio_min <= 0 or min(img.shape) < 8 * f:
         return 1
-    noise = noise_sigma(img)
+    noise = min(noise_sigma(img), cfg.image_noise_max)
     if not noise > 0:
         return 1
     binned = bin_image(img, f)

@@ -106,12 +106,19 @@ class LowLightConfig:
     # which backend matches a binned pair: sgbm, or primary (the configured backend, with its
     # fallback); the student keeps 5-26 % of earthshine pixels at its confidence cut, SGBM ~85 %
     backend: str = 'sgbm'
+    # the camera's sensor noise sigma at most, as a fraction of full scale: caps the estimate
+    # from the image, which fine texture inflates (7 DN on sunlit ground seen from 150 m by a
+    # camera of 1 DN); a noisier camera is binned less often than it should be, never more
+    image_noise_max: float = 2.0 / 255
 
     def __post_init__(self):
         check(isinstance(self.binning, int) and 1 <= self.binning <= 4, 'low_light.binning',
               self.binning, 'an integer in [1, 4] (1: never bin)')
         check(self.backend in ('sgbm', 'primary'), 'low_light.backend', self.backend,
               "'sgbm' or 'primary'")
+        check(isinstance(self.image_noise_max, (int, float))
+              and 0 < self.image_noise_max < 1, 'low_light.image_noise_max',
+              self.image_noise_max, 'a fraction of full scale in (0, 1)')
         check(isinstance(self.texture_ratio_min, (int, float))
               and math.isfinite(self.texture_ratio_min) and self.texture_ratio_min >= 0,
               'low_light.texture_ratio_min', self.texture_ratio_min, 'a finite number >= 0 '

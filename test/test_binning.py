@@ -1,8 +1,10 @@
 """Low-light binning (l3d_ros.binning): noise and texture estimates, the binning decision, the
 binned geometry, and that a noise-limited pair is matched better binned."""
+import cv2
 import numpy as np
 import pytest
 
+from l3d_ros.backends.base import DepthResult
 from l3d_ros.binning import (bin_image, binned_calib, choose_binning, noise_sigma,
                              texture_ratio, unbin)
 from l3d_ros.config import LowLightConfig, StereoNodeConfig
@@ -87,11 +89,27 @@ def test_decision_bins_only_noise_limited_frames_with_signal():
     assert choose_binning(weak / 255.0, LowLightConfig(texture_ratio_min=0.0)) == 1
 
 
+def test_noise_cap_keeps_fine_sunlit_texture_at_full_resolution():
+    """Texture at the pixel scale reads as noise to a single-image estimate (6 DN here for a
+    1 DN camera, under coarser texture of 20 DN); capped at the camera's noise, such a frame
+    is not binned."""
+    rng = np.random.default_rng(4)
+    coarse = cv2.GaussianBlur(rng.standard_normal((256, 256)).astype(np.float32), (0, 0), 2.0)
+    fine = rng.standard_normal((256, 256))
+    img = (128 + 20 * coarse / coarse.std() + 6 * fine + rng.standard_normal((256, 256))) / 255
+    img = img.astype(np.float32)
+    assert noise_sigma(img) * 255 > 5
+    assert choose_binning(img, LowLightConfig()) == 1
+    assert choose_binning(img, LowLightConfig(image_noise_max=0.5)) == 2
+
+
 def test_config_rejects_bad_low_light_values():
     with pytest.raises(ValueError, match='low_light.binning'):
         LowLightConfig(binning=0)
     with pytest.raises(ValueError, match='low_light.texture_ratio_min'):
         LowLightConfig(texture_ratio_min=float('nan'))
+    with pytest.raises(ValueError, match='low_light.image_noise_max'):
+        LowLightConfig(image_noise_max=0.0)
 
 
 def depth_error(depth: np.ndarray, truth: np.ndarray) -> float:
@@ -123,3 +141,39 @@ def test_infer_bins_as_the_node_does_and_never_bins_the_oracle():
     np.testing.assert_array_equal(frame.pixel_hazard, node.hazard.pixel_hazard)
     oracle, _, _, _ = process_pair(pair, DepthSource('oracle', cfg))
     np.testing.assert_array_equal(oracle.depth_m, truth)
+
+
+class ShapeRecorder:
+    """A primary backend that records the image shapes it is given and answers a plane."""
+
+    name, sha256 = 'student', 'f' * 64
+
+    def __init__(self):
+        self.shapes = []
+
+    def compute(self, left, right, calib):
+        self.shapes.append(left.shape)
+        depth = np.full(calib.shape, DEPTH_M, np.float32)
+        disparity = np.full(calib.shape, calib.fx * calib.baseline_m / DEPTH_M, np.float32)
+        return DepthResult(depth, np.ones(calib.shape, np.float32), disparity)
+
+
+@pytest.mark.parametrize('route', ['sgbm', 'primary'])
+def test_binned_pairs_go_to_the_configured_low_light_backend(route):
+    left, right, _ = plane(0.08)
+    cfg = StereoNodeConfig(backend='sgbm', low_light=LowLightConfig(backend=route))
+    pipe = StereoPipeline(cfg)
+    pipe.primary = recorder = ShapeRecorder()
+    binned = pipe.process(left, right, CALIB)
+    lit = pipe.process(*plane(1.0)[:2], CALIB)
+    assert binned.binning == 2 and lit.binning == 1
+    assert lit.backend == 'student'
+    if route == 'sgbm':
+        assert binned.backend == 'sgbm' and recorder.shapes == [(256, 256)]
+    else:
+        assert binned.backend == 'student' and recorder.shapes == [(128, 128), (256, 256)]
+        np.testing.assert_allclose(binned.result.depth_m, DEPTH_M)
+        np.testing.assert_allclose(binned.result.disparity_px,
+                                   CALIB.fx * CALIB.baseline_m / DEPTH_M, rtol=1e-6)
+    with pytest.raises(ValueError, match='low_light.backend'):
+        LowLightConfig(backend='student')
