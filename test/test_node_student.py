@@ -13,6 +13,7 @@ from l3d_ros import msg as conv
 from l3d_ros.backends import finalize, make_backend, to_gray01
 from l3d_ros.config import load_node_config, replace, StudentConfig
 from l3d_ros.dataset import list_pairs, read_pair
+from l3d_ros.pipeline import StereoPipeline
 from ros_harness import Peer, RunningNode, write_params
 
 pytestmark = pytest.mark.ros
@@ -41,8 +42,12 @@ def _expected_depth(pair, backend_name: str, model: Path) -> np.ndarray:
                     cfg.confidence_min).depth_m
 
 
-def _run_node(tmp_path, pair, manifest: Path, stamp_ns: int):
-    params = write_params(tmp_path, backend='student', student={'model': str(manifest)})
+def _run_node(tmp_path, pair, manifest: Path, stamp_ns: int, binning: int = 1):
+    """Publish `pair` to a node serving `manifest`. The pair (seed 4343) is ground lit by
+    earthshine alone, which the node matches binned by SGBM (l3d_ros.binning): binning 1
+    keeps it at full resolution, so that the configured backend itself matches it."""
+    params = write_params(tmp_path, backend='student', student={'model': str(manifest)},
+                          low_light={'binning': binning})
     node, peer = RunningNode(params), Peer('l3d_student_peer')
     try:
         peer.wait_connected()
@@ -91,4 +96,15 @@ def test_tampered_model_falls_back_to_sgbm_in_the_first_frame(tmp_path, pair):
     assert any(s.level == DiagnosticStatus.ERROR for s in diag.status)
     want = _expected_depth(pair, 'sgbm', tampered)
     _assert_same_depth(first, want)                      # the very first frame is SGBM's
+    _assert_same_depth(depth, want)
+
+
+def test_earthshine_pair_is_matched_binned_by_sgbm_over_ros(tmp_path, pair):
+    depth, _, diag = _run_node(tmp_path, pair, MANIFEST, 13_000_000_000, binning=2)
+    values = _values(diag)
+    assert values['backend'] == 'student'                # the student stays the primary
+    assert values['last_frame_binning'] == '2' and values['last_frame_backend'] == 'sgbm'
+    cfg = replace(load_node_config(), backend='student',
+                  student=StudentConfig(model=str(MANIFEST)))
+    want = StereoPipeline(cfg).process(pair.left, pair.right, pair.calib).result.depth_m
     _assert_same_depth(depth, want)
