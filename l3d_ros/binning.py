@@ -4,7 +4,7 @@ Ground lit by earthshine alone (the sun below the local horizon or hidden by a r
 with the whole dynamic range by auto-exposure, but its only texture is weak albedo contrast:
 the x-gradient a matching window sees is then smaller than the sensor noise. Window matching
 errs in proportion to the texture ratio rho = noise / rms gradient (the Cramer-Rao bound of
-window matching); on the simulator rig rho is 0.1-0.5 on sunlit ground and 1-2.5 under
+window matching); on the simulator rig rho is 0.1-0.6 on sunlit ground and 1-2.8 under
 earthshine, where SGBM's depth errs 6-8x more than on sunlit ground and the stereo noise
 model (hazard.disparity_sigma_px) no longer covers it: the map then shows hazards that are
 noise and certifies cells that hold rocks. Averaging b x b pixels divides the noise by b and
@@ -28,6 +28,7 @@ import numpy as np
 from l3d_ros.backends.base import DepthResult
 from l3d_ros.config import LowLightConfig
 from l3d_ros.geometry import StereoCalib
+from l3d_ros.site import FrameHazard
 
 MATCH_WINDOW_SIGMA_PX = 2.5     # Gaussian window whose gradient energy sets the texture ratio
 TEXTURE_RATIO_MAX = 1e3          # rho of a window without any texture
@@ -129,7 +130,7 @@ def unbin_result(result: DepthResult, factor: int, shape: tuple[int, int]) -> De
                              np.float32(np.nan)))
 
 
-def unbin_frame(frame, factor: int, shape: tuple[int, int]):
+def unbin_frame(frame: FrameHazard, factor: int, shape: tuple[int, int]) -> FrameHazard:
     """A binned pair's FrameHazard with its per-pixel fields on the input pixels (hazard 255,
     points NaN where the bins dropped rows or columns); map, layers and site unchanged."""
     return replace(frame,

@@ -101,7 +101,7 @@ class LowLightConfig:
 
     binning: int = 2                 # bin factor (2: 2x2 pixels); 1: never bin
     # bin when the median texture ratio (noise / rms x-gradient over the matching window) of
-    # the pixels with signal exceeds this: sunlit ground 0.1-0.5, earthshine 1-2.5; 0: never
+    # the pixels with signal exceeds this: sunlit ground 0.1-0.6, earthshine 1-2.8; 0: never
     texture_ratio_min: float = 0.8
     # which backend matches a binned pair: sgbm, or primary (the configured backend, with its
     # fallback); the student keeps 5-26 % of earthshine pixels at its confidence cut, SGBM ~85 %
