@@ -35,6 +35,7 @@ TEXTURE_RATIO_MAX = 1e3          # rho of a window without any texture
 SIGNAL_RATIO_MAX = 1.0           # binned pixels above this rho carry nothing either way
 SIGNAL_SHARE_MIN = 0.05          # frames with less such signal stay at full resolution
 NOISE_SAMPLE_STEP = 2            # the noise estimate reads every 2nd row
+_LAPLACIAN_DIFFERENCE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 
 
 def noise_sigma(image01: np.ndarray) -> float:
@@ -45,8 +46,8 @@ def noise_sigma(image01: np.ndarray) -> float:
     img = np.asarray(image01, np.float32)
     if img.ndim != 2 or min(img.shape) < 3:
         raise ValueError(f'image shape {img.shape}: expected (H, W) with H, W >= 3')
-    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    response = cv2.filter2D(img, cv2.CV_32F, kernel, borderType=cv2.BORDER_REPLICATE)
+    response = cv2.filter2D(img, cv2.CV_32F, _LAPLACIAN_DIFFERENCE,
+                            borderType=cv2.BORDER_REPLICATE)
     inner = np.abs(response[1:-1:NOISE_SAMPLE_STEP, 1:-1])
     return float(1.4826 * np.median(inner) / 6.0)
 
@@ -121,6 +122,17 @@ def choose_binning(left01: np.ndarray, cfg: LowLightConfig) -> int:
     return f if float(np.median(rho[signal])) > cfg.texture_ratio_min else 1
 
 
+def bin_pair(left01: np.ndarray, right01: np.ndarray, calib: StereoCalib, cfg: LowLightConfig
+             ) -> tuple[int, np.ndarray, np.ndarray, StereoCalib]:
+    """(factor, left, right, calib) to match: the pair binned by `choose_binning`'s factor,
+    or as given (factor 1)."""
+    factor = choose_binning(left01, cfg)
+    if factor == 1:
+        return 1, left01, right01, calib
+    return (factor, bin_image(left01, factor), bin_image(right01, factor),
+            binned_calib(calib, factor))
+
+
 def unbin_result(result: DepthResult, factor: int, shape: tuple[int, int]) -> DepthResult:
     """A binned pair's depth on the input pixels: depth and confidence per block, disparity
     in input pixels (x factor); NaN / 0 where the bins dropped rows or columns."""
@@ -138,5 +150,5 @@ def unbin_frame(frame: FrameHazard, factor: int, shape: tuple[int, int]) -> Fram
                    pixel_hazard=unbin(frame.pixel_hazard, factor, shape, np.uint8(255)))
 
 
-__all__ = ['bin_image', 'binned_calib', 'choose_binning', 'noise_sigma', 'texture_ratio',
-           'unbin', 'unbin_frame', 'unbin_result']
+__all__ = ['bin_image', 'bin_pair', 'binned_calib', 'choose_binning', 'noise_sigma',
+           'texture_ratio', 'unbin', 'unbin_frame', 'unbin_result']

@@ -104,7 +104,7 @@ class LowLightConfig:
     # the pixels with signal exceeds this: sunlit ground 0.1-0.6, earthshine 1-2.8; 0: never
     texture_ratio_min: float = 0.8
     # which backend matches a binned pair: sgbm, or primary (the configured backend, with its
-    # fallback); the student keeps 5-26 % of earthshine pixels at its confidence cut, SGBM ~85 %
+    # fallback); the student keeps 5-26 % of earthshine pixels at its confidence cut, SGBM 85 %
     backend: str = 'sgbm'
     # the camera's sensor noise sigma at most, as a fraction of full scale: caps the estimate
     # from the image, which fine texture inflates (7 DN on sunlit ground seen from 150 m by a

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from l3d_ros.backends import DepthResult, finalize, make_backend, to_gray01
-from l3d_ros.binning import bin_image, binned_calib, choose_binning, unbin_frame, unbin_result
+from l3d_ros.binning import bin_pair, unbin_frame, unbin_result
 from l3d_ros.config import BACKENDS, load_node_config, StereoNodeConfig
 from l3d_ros.dataset import list_pairs, read_pair, StereoPair
 from l3d_ros.geometry import depth_to_disparity
@@ -123,11 +123,11 @@ def process_pair(pair: StereoPair, source: DepthSource, stride: int | None = Non
     that decision. The oracle's depth is never binned."""
     left01, right01 = to_gray01(pair.left), to_gray01(pair.right)
     t0 = time.perf_counter()
-    factor = 1 if source.backend is None else choose_binning(left01, source.cfg.low_light)
-    view, left_m, right_m = pair, left01, right01
-    if factor > 1:
-        view = replace(pair, calib=binned_calib(pair.calib, factor))
-        left_m, right_m = bin_image(left01, factor), bin_image(right01, factor)
+    factor, left_m, right_m, calib_m = 1, left01, right01, pair.calib
+    if source.backend is not None:
+        factor, left_m, right_m, calib_m = bin_pair(left01, right01, pair.calib,
+                                                    source.cfg.low_light)
+    view = replace(pair, calib=calib_m)
     binning_s = time.perf_counter() - t0
     result, depth_s = source.depth(view, left_m, right_m, factor > 1)
     # the oracle's depth is exact: no stereo sigma margins, so the hazard pipeline alone is

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from l3d_ros.backends import DepthBackend, DepthResult, finalize, make_backend, to_gray01
-from l3d_ros.binning import bin_image, binned_calib, choose_binning, unbin_frame, unbin_result
+from l3d_ros.binning import bin_pair, unbin_frame, unbin_result
 from l3d_ros.config import StereoNodeConfig
 from l3d_ros.dem import DemFusion
 from l3d_ros.geometry import backproject, StereoCalib
@@ -101,11 +101,8 @@ class StereoPipeline:
         faults: list[str] = []
         t0 = time.perf_counter()
         left01, right01 = to_gray01(left), to_gray01(right)
-        factor = choose_binning(left01, self.cfg.low_light)
-        left_m, right_m, calib_m = left01, right01, calib
-        if factor > 1:              # noise-limited: matched as a camera of 1/f the resolution
-            left_m, right_m = bin_image(left01, factor), bin_image(right01, factor)
-            calib_m = binned_calib(calib, factor)
+        # noise-limited: matched as a camera of 1/f the resolution would be
+        factor, left_m, right_m, calib_m = bin_pair(left01, right01, calib, self.cfg.low_light)
         t1 = time.perf_counter()
         if factor > 1 and self.cfg.low_light.backend == 'sgbm':
             raw, name = self.fallback.compute(left_m, right_m, calib_m), self.fallback.name

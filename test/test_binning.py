@@ -136,6 +136,7 @@ def test_infer_bins_as_the_node_does_and_never_bins_the_oracle():
     pair = StereoPair('p', left, right, CALIB, depth_m=truth)
     cfg = StereoNodeConfig(backend='sgbm')
     node = StereoPipeline(cfg).process(left, right, CALIB)
+    assert node.binning == 2
     result, frame, _, _ = process_pair(pair, DepthSource('sgbm', cfg))
     np.testing.assert_array_equal(result.depth_m, node.result.depth_m)
     np.testing.assert_array_equal(frame.pixel_hazard, node.hazard.pixel_hazard)
