@@ -108,6 +108,35 @@ def depth_sigma_m(depth_m: np.ndarray, fx: float, baseline_m: float,
     return (depth * depth * np.float32(disparity_sigma_px / (fx * baseline_m))).astype(np.float32)
 
 
+def stereo_visible(depth_m: np.ndarray, calib: StereoCalib,
+                   occlusion_tol_px: float = 1.0) -> np.ndarray:
+    """(H, W) bool: the left pixel's ground point is seen by the right camera as well.
+
+    In a rectified pair the point of left column u appears at u - d in the right image
+    (d = f B / Z). It is unseen when u - d falls off the right image (the left strip about
+    d wide, where no stereo method can match) or when a nearer point of the same row lands on
+    the same right-image pixel (occluded: its disparity exceeds d by more than
+    occlusion_tol_px; within it, two left pixels share one right pixel on a foreshortened
+    slope). NaN or non-positive depth -> False. What any stereo matcher can measure at most.
+    """
+    depth = np.asarray(depth_m, np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f'depth_m.shape={depth.shape}: expected (H, W)')
+    if not occlusion_tol_px >= 0:
+        raise ValueError(f'occlusion_tol_px={occlusion_tol_px!r}: expected >= 0')
+    h, w = depth.shape
+    disparity = depth_to_disparity(depth, calib.fx, calib.baseline_m)
+    v, u = pixel_grid(h, w)
+    with np.errstate(invalid='ignore'):
+        column = np.rint(u - disparity)
+        seen = np.isfinite(column) & (column >= 0)
+    index = v[seen].astype(np.int64) * w + column[seen].astype(np.int64)
+    nearest = np.full(h * w, -np.inf, np.float32)      # z-buffer of the right image, as d
+    np.maximum.at(nearest, index, disparity[seen])
+    seen[seen] = disparity[seen] >= nearest[index] - np.float32(occlusion_tol_px)
+    return seen
+
+
 def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """(v, u) float32 pixel-centre coordinates, each (H, W): rows v, columns u."""
     v, u = np.mgrid[0:height, 0:width].astype(np.float32)

@@ -5,7 +5,7 @@ import pytest
 
 from l3d_ros.geometry import (backproject, depth_sigma_m, depth_to_disparity,
                               disparity_to_depth, matrix_to_quaternion, nadir_pose, project,
-                              quaternion_to_matrix, StereoCalib)
+                              quaternion_to_matrix, stereo_visible, StereoCalib)
 
 CALIB = StereoCalib(fx=420.0, fy=410.0, cx=150.3, cy=95.7, baseline_m=0.8, width=300, height=200)
 
@@ -79,3 +79,37 @@ def test_calib_scaled_keeps_the_field_of_view():
     assert half.fx == pytest.approx(210.0)
     assert np.degrees(2 * np.arctan(150 / (2 * half.fx))) == pytest.approx(
         np.degrees(2 * np.arctan(300 / (2 * CALIB.fx))))
+
+
+def test_stereo_visible_left_strip_is_one_disparity_wide():
+    calib = StereoCalib(fx=100.0, fy=100.0, cx=63.5, cy=31.5, baseline_m=2.0, width=128,
+                        height=64)
+    depth = np.full((64, 128), 10.0, np.float32)                  # d = f B / Z = 20 px
+    visible = stereo_visible(depth, calib)
+    assert not visible[:, :20].any() and visible[:, 20:].all()
+    depth[5, 50] = np.nan
+    depth[6, 50] = -1.0
+    visible = stereo_visible(depth, calib)
+    assert not visible[5, 50] and not visible[6, 50] and visible[7, 50]
+
+
+def test_stereo_visible_nearer_points_occlude_what_they_cover_in_the_right_image():
+    calib = StereoCalib(fx=100.0, fy=100.0, cx=63.5, cy=31.5, baseline_m=2.0, width=128,
+                        height=64)
+    depth = np.full((64, 128), 10.0, np.float32)                  # ground: d = 20 px
+    depth[:, 100:110] = 5.0                                       # a block: d = 40 px
+    visible = stereo_visible(depth, calib)
+    # the block lands on right-image columns 60-69, where the ground of columns 80-89 would
+    assert np.flatnonzero(~visible[0]).tolist() == list(range(20)) + list(range(80, 90))
+    assert visible[:, 100:110].all()
+    # a foreshortened slope (two left pixels on one right pixel) is no occlusion
+    slope = np.linspace(10.0, 9.0, 128, dtype=np.float32)[None].repeat(64, 0)
+    assert stereo_visible(slope, calib)[:, 25:].all()
+
+
+@pytest.mark.parametrize('kwargs, match', [({'depth_m': np.ones(5, np.float32)}, 'shape'),
+                                           ({'occlusion_tol_px': -1.0}, 'occlusion_tol_px')])
+def test_stereo_visible_rejects_bad_input(kwargs, match):
+    args = {'depth_m': np.ones((4, 4), np.float32), 'calib': CALIB, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        stereo_visible(**args)
