@@ -9,12 +9,13 @@ and the node's hazard pipeline on the ground-truth depth (`l3d eval --backend or
 every pixel and once on those alone. Completeness and hazard F1 are counted as `l3d eval`
 counts them (missing and unknown predictions count as hazard), so the second run is the
 ceiling of any stereo backend that measures and does not extrapolate into what it cannot see.
-Printed per pair and over each dataset; --json writes the totals.
+Printed per pair and over each dataset; --json writes the totals, --md a Markdown table.
 """
 import argparse
 from dataclasses import replace
 import json
 from pathlib import Path
+import sys
 
 import numpy as np
 
@@ -54,12 +55,36 @@ def ceiling(dataset: Path, source: DepthSource) -> dict:
             'hazard_recall_ceiling': seen_h.metrics()['hazard_recall']}
 
 
+COLUMNS = ('n_pairs', 'completeness_ceiling', 'hazard_f1_exact', 'hazard_f1_ceiling',
+           'hazard_precision_ceiling', 'hazard_recall_ceiling')
+
+
+def to_markdown(totals: list[dict], command: str) -> str:
+    lines = ['# Stereo ceiling (generated, do not edit)', '',
+             f'Command: `{command}`.', '',
+             'Exact (ground-truth) depth through the node\'s hazard pipeline, scored as '
+             '`l3d eval` scores a backend: on every pixel (hazard_f1_exact), and only on the '
+             'pixels both cameras see (the *_ceiling columns: no stereo backend that measures '
+             'rather than extrapolates can do better; completeness_ceiling is the share of '
+             'ground-truth pixels they are). Unlit shadow, which the images show but without '
+             'texture, counts as seen. Datasets named as `l3d distill ablate` names its '
+             'held-out sets (docs/ablation.md): eval_s<seed>_n<pairs> from `l3d sim dataset '
+             '--seed <seed> --pairs <pairs>`, eval_hazard_..._<lo>-<hi>m the same with the '
+             'dataset altitudes set to lo-hi m.', '',
+             '| dataset | ' + ' | '.join(COLUMNS) + ' |', '|---' * (len(COLUMNS) + 1) + '|']
+    for t in totals:
+        cells = [str(t[k]) if isinstance(t[k], int) else f'{t[k]:.3f}' for k in COLUMNS]
+        lines.append(f"| {t['dataset']} | " + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('datasets', type=Path, nargs='+')
     parser.add_argument('--config', type=Path, default=None,
                         help='ROS parameter file (default: config/lunar_stereo.yaml)')
     parser.add_argument('--json', type=Path, default=None, help='write the totals here')
+    parser.add_argument('--md', type=Path, default=None, help='and as a Markdown table here')
     args = parser.parse_args()
     cfg, _ = node_config(args.config, 'sgbm')
     source = DepthSource('oracle', cfg)
@@ -71,6 +96,9 @@ def main() -> int:
               f"{t['hazard_precision_ceiling']:.3f}, recall {t['hazard_recall_ceiling']:.3f})")
     if args.json:
         args.json.write_text(json.dumps(totals, indent=2) + '\n')
+    if args.md:
+        args.md.write_text(to_markdown(totals, 'python scripts/stereo_ceiling.py '
+                                       + ' '.join(sys.argv[1:])))
     return 0
 
 
