@@ -117,7 +117,9 @@ def stereo_visible(depth_m: np.ndarray, calib: StereoCalib,
     d wide, where no stereo method can match) or when a nearer point of the same row lands on
     the same right-image pixel (occluded: its disparity exceeds d by more than
     occlusion_tol_px; within it, two left pixels share one right pixel on a foreshortened
-    slope). NaN or non-positive depth -> False. What any stereo matcher can measure at most.
+    slope). NaN or non-positive depth -> False. What any stereo matcher can measure at most,
+    from the true depth (scripts/stereo_ceiling.py); the backends judge the strip from their
+    own disparity (l3d_ros.backends.base.unseen_by_right).
     """
     depth = np.asarray(depth_m, np.float32)
     if depth.ndim != 2:
