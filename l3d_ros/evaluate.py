@@ -2,7 +2,9 @@
 
 All metrics accumulate over every pixel of every pair (not a mean of per-pair means). Depth:
 over pixels with finite ground truth; abs_rel, rmse_m and delta_1_25 over those where the
-prediction is also finite; completeness = fraction of them with a finite prediction. Hazard:
+prediction is also finite; completeness = fraction of them with a finite prediction, and
+completeness_visible the same over those the right camera sees too (l3d_ros.geometry.
+stereo_visible on the ground truth: what any stereo backend can measure at most). Hazard:
 positive class = hazard (1), over pixels whose ground truth is not 255; a missing prediction
 (255) counts as hazard. Latency: the backend's depth computation per pair [ms] (the hazard
 pipeline's own time is reported apart as hazard_ms_median).
@@ -16,6 +18,7 @@ import time
 import numpy as np
 
 from l3d_ros.dataset import HAZARD_HAZARD, HAZARD_UNKNOWN, list_pairs, read_pair
+from l3d_ros.geometry import stereo_visible
 from l3d_ros.infer import add_source_arguments, DepthSource, node_config, process_pair
 
 
@@ -28,10 +31,18 @@ class DepthCounts:
     sum_abs_rel: float = 0.0
     sum_sq_m2: float = 0.0
     n_delta: int = 0            # max(d/d*, d*/d) < 1.25
+    n_visible_gt: int = 0       # finite ground truth the right camera sees too
+    n_visible_both: int = 0     # ... with a finite prediction
 
-    def add(self, pred_m: np.ndarray, gt_m: np.ndarray) -> None:
-        gt_ok = np.isfinite(gt_m) & (gt_m > 0)
+    def add(self, pred_m: np.ndarray, gt_m: np.ndarray,
+            visible: np.ndarray | None = None) -> None:
+        """visible: (H, W) bool, the pixels both cameras see (None: every pixel)."""
+        with np.errstate(invalid='ignore'):
+            gt_ok = np.isfinite(gt_m) & (gt_m > 0)
         both = gt_ok & np.isfinite(pred_m)
+        seen = gt_ok if visible is None else gt_ok & visible
+        self.n_visible_gt += int(seen.sum())
+        self.n_visible_both += int((seen & both).sum())
         d, g = pred_m[both].astype(np.float64), gt_m[both].astype(np.float64)
         self.n_valid_gt += int(gt_ok.sum())
         self.n_both += int(both.sum())
@@ -46,7 +57,9 @@ class DepthCounts:
         return {'abs_rel': self.sum_abs_rel / n if self.n_both else nan,
                 'rmse_m': float(np.sqrt(self.sum_sq_m2 / n)) if self.n_both else nan,
                 'delta_1_25': self.n_delta / n if self.n_both else nan,
-                'completeness': self.n_both / self.n_valid_gt if self.n_valid_gt else nan}
+                'completeness': self.n_both / self.n_valid_gt if self.n_valid_gt else nan,
+                'completeness_visible': (self.n_visible_both / self.n_visible_gt
+                                         if self.n_visible_gt else nan)}
 
 
 @dataclass
@@ -92,7 +105,7 @@ def evaluate(dataset: Path, source: DepthSource, stride: int | None = None) -> d
         result, frame, depth_s, _ = process_pair(pair, source, stride)
         hazard_ms.append((time.perf_counter() - t0 - depth_s) * 1e3)
         latency_ms.append(depth_s * 1e3)
-        depth.add(result.depth_m, pair.depth_m)
+        depth.add(result.depth_m, pair.depth_m, stereo_visible(pair.depth_m, pair.calib))
         hazard.add(frame.pixel_hazard, pair.hazard)
     backend = source.backend
     model = getattr(backend, 'model_name', None) or getattr(backend, 'name', source.name)

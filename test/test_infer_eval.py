@@ -24,6 +24,10 @@ def test_depth_metrics_by_hand():
     assert m['rmse_m'] == pytest.approx(np.sqrt((1 + 0 + 2500) / 3))
     assert m['delta_1_25'] == pytest.approx(2 / 3)
     assert m['completeness'] == pytest.approx(3 / 4)
+    assert m['completeness_visible'] == m['completeness']       # no visibility given
+    c.add(pred, gt, visible=np.array([[False, True, True, False, True]]))
+    # this add: visible ground truth 20 and 50, both predicted; with the first add 5 of 6
+    assert c.metrics()['completeness_visible'] == pytest.approx(5 / 6)
 
 
 def test_depth_metrics_accumulate_over_pixels_not_pairs():
@@ -88,6 +92,10 @@ def test_eval_oracle_json(tmp_path):
         assert key in m
     assert m['n_pairs'] == 2 and m['backend'] == 'oracle'
     assert m['abs_rel'] == 0.0 and m['completeness'] == 1.0 and m['delta_1_25'] == 1.0
+    assert m['completeness_visible'] == 1.0
+    # the oracle's depth covers the strip the right camera misses: that strip is in the
+    # denominator of completeness, not of completeness_visible
+    assert m['depth_counts']['n_visible_gt'] < m['depth_counts']['n_valid_gt']
     assert m['hazard_precision'] == 0.0     # truth says all safe: every positive is false
     assert '| n_pairs | 2 |' in (tmp_path / 'm.md').read_text()
 
