@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from l3d_ros.backends import DepthResult, finalize, make_backend, to_gray01
-from l3d_ros.binning import bin_pair, unbin_frame, unbin_result
+from l3d_ros.binning import bin_pair, low_light_frame, unbin_result
 from l3d_ros.config import BACKENDS, load_node_config, StereoNodeConfig
 from l3d_ros.dataset import list_pairs, read_pair, StereoPair
 from l3d_ros.geometry import depth_to_disparity
@@ -136,7 +136,7 @@ def process_pair(pair: StereoPair, source: DepthSource, stride: int | None = Non
                          source.cfg.hazard, stride=stride, exact_depth=source.name == 'oracle')
     if factor > 1:
         result = unbin_result(result, factor, pair.calib.shape)
-        frame = unbin_frame(frame, factor, pair.calib.shape)
+        frame = low_light_frame(frame, factor, pair.calib.shape, source.cfg.low_light)
     return result, frame, binning_s + depth_s, left01
 
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from l3d_ros.backends import DepthBackend, DepthResult, finalize, make_backend, to_gray01
-from l3d_ros.binning import bin_pair, unbin_frame, unbin_result
+from l3d_ros.binning import bin_pair, low_light_frame, unbin_result
 from l3d_ros.config import StereoNodeConfig
 from l3d_ros.dem import DemFusion
 from l3d_ros.geometry import backproject, StereoCalib
@@ -118,7 +118,7 @@ class StereoPipeline:
         if factor > 1:              # the map holds the binned points; outputs the input's pixels
             result = unbin_result(result, factor, calib.shape)
             points_cam = backproject(result.depth_m, calib)
-            hazard = unbin_frame(hazard, factor, calib.shape)
+            hazard = low_light_frame(hazard, factor, calib.shape, self.cfg.low_light)
         t4 = time.perf_counter()
         timings = {'normalise': t1 - t0, 'inference': t2 - t1, 'geometry': t3 - t2,
                    'hazard': t4 - t3}

@@ -110,6 +110,8 @@ def test_config_rejects_bad_low_light_values():
         LowLightConfig(texture_ratio_min=float('nan'))
     with pytest.raises(ValueError, match='low_light.image_noise_max'):
         LowLightConfig(image_noise_max=0.0)
+    with pytest.raises(ValueError, match='low_light.certify'):
+        LowLightConfig(certify='no')
 
 
 def depth_error(depth: np.ndarray, truth: np.ndarray) -> float:
@@ -149,13 +151,13 @@ class ShapeRecorder:
 
     name, sha256 = 'student', 'f' * 64
 
-    def __init__(self):
-        self.shapes = []
+    def __init__(self, depth_m: float = DEPTH_M):
+        self.shapes, self.depth_m = [], depth_m
 
     def compute(self, left, right, calib):
         self.shapes.append(left.shape)
-        depth = np.full(calib.shape, DEPTH_M, np.float32)
-        disparity = np.full(calib.shape, calib.fx * calib.baseline_m / DEPTH_M, np.float32)
+        depth = np.full(calib.shape, self.depth_m, np.float32)
+        disparity = np.full(calib.shape, calib.fx * calib.baseline_m / self.depth_m, np.float32)
         return DepthResult(depth, np.ones(calib.shape, np.float32), disparity)
 
 
@@ -178,3 +180,26 @@ def test_binned_pairs_go_to_the_configured_low_light_backend(route):
                                    CALIB.fx * CALIB.baseline_m / DEPTH_M, rtol=1e-6)
     with pytest.raises(ValueError, match='low_light.backend'):
         LowLightConfig(backend='student')
+
+
+def test_a_binned_frame_certifies_no_ground_unless_configured_to():
+    """A level plane 12 m below, answered exactly by the backend, seen in a noise-limited pair:
+    certified with low_light.certify, otherwise only unproven (the hazard it would show and
+    the unknown stay as they are)."""
+    left, right, _ = plane(0.08)
+    frames = {}
+    for certify in (True, False):
+        cfg = StereoNodeConfig(backend='sgbm', depth_min_m=5.0, low_light=LowLightConfig(
+            backend='primary', certify=certify))
+        pipe = StereoPipeline(cfg)
+        pipe.primary = ShapeRecorder(depth_m=12.0)
+        frames[certify] = pipe.process(left, right, CALIB).hazard
+        assert pipe.primary.shapes == [(128, 128)]                # matched binned
+    lit, dark = frames[True], frames[False]
+    assert (lit.occupancy[lit.occupancy >= 0] <= 49).mean() > 0.5 and lit.site is not None
+    assert (lit.pixel_hazard == 0).any()
+    was_safe = (lit.occupancy >= 0) & (lit.occupancy <= 49)
+    assert ((dark.occupancy[was_safe] >= 50) & (dark.occupancy[was_safe] <= 99)).all()
+    np.testing.assert_array_equal(dark.occupancy[~was_safe], lit.occupancy[~was_safe])
+    assert dark.site is None and not (dark.pixel_hazard == 0).any()
+    np.testing.assert_array_equal(dark.pixel_hazard == 255, lit.pixel_hazard == 255)
