@@ -112,8 +112,8 @@ class LowLightConfig:
     image_noise_max: float = 2.0 / 255
     # a binned frame's map may certify ground safe; false: it shows hazards, and the ground
     # where it shows none stays unproven. Earthshine-lit rocks have only weak albedo texture
-    # and SGBM flattens them: binned maps of 5 dark landing scenes certified cells whose true
-    # roughness was 0.32-0.58 m (read 0.16-0.19 m) in 2, at 20 m, and more at 14 m
+    # and SGBM flattens them: binned maps certified cells whose true roughness was 0.32-0.58 m
+    # (read 0.16-0.19 m) in 1 of 3 dark landing scenes at 20 m, 3 of 5 at 13-14 m
     certify: bool = False
 
     def __post_init__(self):
