@@ -1,7 +1,7 @@
 """What one stereo frame can score at most: `l3d eval`'s completeness and hazard F1 when the
 depth is exact but only where the right camera sees the left pixel's ground point.
 
-Usage: python scripts/stereo_ceiling.py DATASET [DATASET ...] [--json F] [--config F]
+Usage: python scripts/stereo_ceiling.py DATASET [DATASET ...] [--json F] [--md F] [--config F]
 
 For each pair (section 3 folder with depth.npy and hazard.npy): the pixels both cameras see
 (l3d_ros.geometry.stereo_visible: not in the left strip about f B / Z wide, not occluded),
