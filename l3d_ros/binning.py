@@ -160,7 +160,8 @@ def unbin_frame(frame: FrameHazard, factor: int, shape: tuple[int, int]) -> Fram
 def uncertified(frame: FrameHazard) -> FrameHazard:
     """The frame's map with no ground certified: cells labelled safe become unproven
     (label hazard, OccupancyGrid 50 + 49 * evidence, as `hazard_to_occupancy` grades measured
-    cells that are not safe), their pixels hazard, and no site."""
+    cells that are not safe), their pixels hazard, and no site. Margin and evidence are kept:
+    they still say how near each cell came to a limit."""
     safe = frame.layers.hazard == HAZARD_SAFE
     layers = replace(frame.layers, hazard=np.where(safe, np.uint8(HAZARD_HAZARD),
                                                    frame.layers.hazard))

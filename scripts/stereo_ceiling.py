@@ -29,7 +29,8 @@ def ceiling(dataset: Path, source: DepthSource) -> dict:
     """Totals over the dataset: visible share, completeness and F1 of exact depth (all pixels
     / the stereo-visible ones)."""
     full_h, seen_h, seen_d = HazardCounts(), HazardCounts(), DepthCounts()
-    for folder in list_pairs(dataset):
+    folders = list_pairs(dataset)
+    for folder in folders:
         pair = read_pair(folder)
         if pair.depth_m is None or pair.hazard is None:
             raise FileNotFoundError(f'{folder}: needs depth.npy and hazard.npy')
@@ -39,15 +40,14 @@ def ceiling(dataset: Path, source: DepthSource) -> dict:
         for view, total in ((pair, full_h), (seen, seen_h)):
             _, frame, _, _ = process_pair(view, source)
             counts.append(HazardCounts())
-            counts[-1].add(frame.pixel_hazard, pair.hazard)
-            for name, value in vars(counts[-1]).items():
-                setattr(total, name, getattr(total, name) + value)
+            for c in (counts[-1], total):
+                c.add(frame.pixel_hazard, pair.hazard)
         seen_d.add(seen.depth_m, pair.depth_m)
         gt = np.isfinite(pair.depth_m)
         print(f'{folder.name}: median depth {np.nanmedian(pair.depth_m):6.1f} m, visible '
               f'{visible[gt].mean():.3f}, hazard F1 exact {counts[0].metrics()["hazard_f1"]:.3f}'
               f', stereo-visible {counts[1].metrics()["hazard_f1"]:.3f}')
-    return {'dataset': str(dataset), 'n_pairs': len(list_pairs(dataset)),
+    return {'dataset': str(dataset), 'n_pairs': len(folders),
             'completeness_ceiling': seen_d.metrics()['completeness'],
             'hazard_f1_exact': full_h.metrics()['hazard_f1'],
             'hazard_f1_ceiling': seen_h.metrics()['hazard_f1'],
