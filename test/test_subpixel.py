@@ -3,7 +3,7 @@ match verification by window ZNCC."""
 import numpy as np
 import pytest
 
-from l3d_ros.backends.subpixel import match_peak, match_zncc, refine_disparity
+from l3d_ros.backends.subpixel import match_peak, match_zncc, refine_disparity, refine_in_passes
 
 
 def textured_pair(a, b=0.0, c=0.0, shape=(96, 160), seed=0, wavelengths_px=(4.0, 24.0)):
@@ -187,3 +187,23 @@ def test_match_peak_flags_a_disparity_the_images_do_not_support():
     nan = true.copy()
     nan[40:50, 60:80] = np.nan
     assert not match_peak(left, right, nan)[1][40:50, 60:80].any()
+
+
+def test_refine_in_passes_is_chained_refine_disparity_and_flags_the_unconverged():
+    """Each pass starts from the last one's result, as separate refine_disparity calls do; a
+    start 3 px off moves by the last pass's whole reach: unconverged, one 0.5 px off is not."""
+    left, right, truth = textured_pair(12.0, shape=(96, 240))
+    start = truth + np.float32(0.5)
+    start[:, :120] += np.float32(2.5)
+    start[40, 150] = np.nan
+    refined, unconverged = refine_in_passes(left, right, start, 2.5, (2, 1), 0.75)
+    chained = refine_disparity(left, right, refine_disparity(left, right, start),
+                               iterations=1)
+    np.testing.assert_array_equal(np.isnan(refined), np.isnan(start))
+    np.testing.assert_allclose(refined, chained, atol=1e-5, equal_nan=True)
+    assert not unconverged[12:-12, 140:-12].any()
+    assert np.nanmedian(np.abs(refined - truth)[12:-12, 140:-12]) < 0.05
+    assert unconverged[12:-12, 30:100].mean() > 0.9
+    assert not unconverged[40, 150]
+    with pytest.raises(ValueError, match=r'passes=\(\)'):
+        refine_in_passes(left, right, start, passes=())

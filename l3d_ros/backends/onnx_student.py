@@ -52,7 +52,7 @@ import numpy as np
 import onnxruntime as ort
 
 from l3d_ros.backends.base import DepthResult, unseen_by_right
-from l3d_ros.backends.subpixel import match_peak, refine_disparity
+from l3d_ros.backends.subpixel import match_peak, refine_in_passes
 from l3d_ros.config import StudentConfig
 from l3d_ros.geometry import disparity_to_depth, StereoCalib
 
@@ -79,6 +79,7 @@ def resize_to(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 EXPOSURE_GAIN_RANGE = (0.25, 4.0)   # joint gain limits of `match_exposure`
 RANGE_END_PX = 1.0                  # disparities this close to max_disp_px get confidence 0
 REFINE_REACH_PX = 0.75              # each refinement pass moves a disparity at most this [px]
+REFINE_PASSES = (2, 2, 1)           # Lucas-Kanade steps of each refinement pass
 VERIFY_TEXTURED_MIN = 0.05          # fewer textured pixels than this share: unverifiable
 VERIFY_ZNCC_MIN = 0.5               # a match verifies when its window ZNCC reaches this
 
@@ -227,15 +228,13 @@ class OnnxStudentBackend:
         if self.subpixel_window_px > 0:
             # full-resolution steps only: refine_disparity's coarse step (values, or a
             # smoothed start) was better per frame three times and landed worse each time
-            # (README, closed loop)
-            w = self.subpixel_window_px
-            first = refine_disparity(left01, right01, result.disparity_px, w,
-                                     max_shift_px=REFINE_REACH_PX)
-            # a second pass from there: a disparity the images still pull by the pass's whole
-            # reach has not converged (the network was off by more than the steps' linear
-            # range, as over a shadowed boulder it took for a pit): unknown, not dragged on
-            refined = refine_disparity(left01, right01, first, w, max_shift_px=REFINE_REACH_PX)
-            moving = np.abs(refined - first) >= REFINE_REACH_PX - 1e-3
+            # (README, closed loop). Each pass starts from the last one's result; a
+            # disparity the images still pull by the last pass's whole reach has not
+            # converged (the network was off by more than the steps' linear range, as over a
+            # shadowed boulder it took for a pit): unknown, not dragged on
+            refined, moving = refine_in_passes(left01, right01, result.disparity_px,
+                                               self.subpixel_window_px, REFINE_PASSES,
+                                               REFINE_REACH_PX)
             result = disparity_to_result(refined, np.where(moving, np.float32(0),
                                                            result.confidence), calib)
         disp = np.where(result.confidence > 0, result.disparity_px, np.nan).astype(np.float32)

@@ -111,6 +111,34 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarr
     return np.where(valid, d, np.nan).astype(np.float32)
 
 
+def refine_in_passes(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
+                     window_sigma_px: float = 2.5, passes: tuple[int, ...] = (2, 2, 2),
+                     max_shift_px: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
+    """`refine_disparity` run once per entry of `passes` (its steps), each pass from the last
+    one's result and within max_shift_px of it -> (refined disparity, unconverged): (H, W)
+    bool, True where the last pass still moved the disparity by its whole reach (a start off
+    by more than the passes together reach, or a window the images pull on without end).
+
+    The same as chaining `refine_disparity` calls, without redoing their set-up (a third of a
+    two-step call's time)."""
+    left, right, disp = _checked(left, right, disparity_px, window_sigma_px)
+    if not passes or not all(isinstance(n, int) and n >= 1 for n in passes):
+        raise ValueError(f'passes={passes!r}: expected a non-empty sequence of integers >= 1')
+    if not max_shift_px > 0:
+        raise ValueError(f'max_shift_px={max_shift_px!r}: expected > 0')
+    valid = np.isfinite(disp)
+    unconverged = np.zeros(disp.shape, bool)
+    if not valid.any():
+        return disp.copy(), unconverged
+    d = np.where(valid, disp, 0.0).astype(np.float32)
+    fine = _LucasKanade(left, right, valid.astype(np.float32), window_sigma_px)
+    for n in passes:
+        start = d
+        d, _ = fine.steps(start, start, n, max_shift_px)
+    unconverged = valid & (np.abs(d - start) >= max_shift_px - 1e-3)
+    return np.where(valid, d, np.nan).astype(np.float32), unconverged
+
+
 def _coarse(left, right, centre, weight, window_sigma_px, max_shift_px, coarse_sigma_px,
             frame_shift_max_px) -> tuple[np.ndarray, np.ndarray]:
     """The coarse step of `refine_disparity` -> (centre moved by the frame-wide shift, the
@@ -245,4 +273,4 @@ def match_peak(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
         return zncc, np.fmax(below, above) > zncc
 
 
-__all__ = ['match_peak', 'match_zncc', 'refine_disparity']
+__all__ = ['match_peak', 'match_zncc', 'refine_disparity', 'refine_in_passes']
