@@ -38,7 +38,7 @@ from l3d_ros.backends.onnx_student import resize_to
 from l3d_ros.config import default_config_path, load_node_config
 from l3d_ros.dataset import list_pairs, read_pair
 from l3d_ros.evaluate import DepthCounts, evaluate
-from l3d_ros.geometry import backproject, depth_to_disparity
+from l3d_ros.geometry import backproject, depth_to_disparity, stereo_visible
 from l3d_ros.infer import DepthSource
 from l3d_train.data import cache_mast3r, PairDataset
 from l3d_train.distill import load_checkpoint, RECIPES, train
@@ -134,11 +134,12 @@ def depth_metrics(backend, dataset: Path) -> dict:
         left01, right01 = to_gray01(pair.left), to_gray01(pair.right)
         raw, seconds = source.raw(pair, left01, right01)
         latency_ms.append(1e3 * seconds)
+        visible = stereo_visible(pair.depth_m, pair.calib)
         for conf_min, c, ch in ((cfg.confidence_min, counts, chamfers),
                                 (0.0, counts_all, chamfers_all)):
             result = finalize(raw.depth_m, raw.confidence, pair.calib, cfg.depth_min_m,
                               cfg.depth_max_m, conf_min)
-            c.add(result.depth_m, pair.depth_m)
+            c.add(result.depth_m, pair.depth_m, visible)
             ch.append(chamfer_m(result.depth_m, pair.depth_m, pair.calib, rng))
     out = {'n_pairs': len(pairs), **counts.metrics()}
     out.update({f'{k}_all': v for k, v in counts_all.metrics().items()})

@@ -319,7 +319,7 @@ def test_distill_evaluate_rewrites_the_shipped_figures_as_l3d_eval_measures_them
         assert l3d(['eval', str(sets['depth']), '--backend', backend, '--json',
                     str(tmp_path / f'{backend}.json')]) == 0
         measured = json.loads((tmp_path / f'{backend}.json').read_text())
-        for key in ('abs_rel', 'completeness', 'rmse_m'):
+        for key in ('abs_rel', 'completeness', 'completeness_visible', 'rmse_m'):
             assert new['eval'][backend][key] == pytest.approx(measured[key], rel=1e-6)
     assert f'AbsRel {new["eval"]["student"]["abs_rel"]:.4f}' in new['summary']
     assert new['summary'].split(' Held-out ')[0] == old['summary'].split(' Held-out ')[0]
