@@ -91,7 +91,11 @@ class Mast3rBackend:
 
 
 def _source(backend) -> DepthSource:
-    """The `l3d eval` depth source (node validity rules) around an in-memory backend."""
+    """The `l3d eval` depth source (node validity rules) around an in-memory backend.
+    'sgbm': the node's SGBM (sub-pixel refined); 'sgbm_opencv': OpenCV's SGBM alone, its own
+    sub-pixel fraction (`subpixel_window_px: 0`), the baseline stereo users know."""
+    if backend == 'sgbm_opencv':
+        return DepthSource('sgbm', replace(load_node_config(), subpixel_window_px=0.0))
     if backend in ('sgbm', None):       # None: the oracle (the pair's ground-truth depth)
         return DepthSource(backend or 'oracle', load_node_config())
     src = DepthSource('oracle', load_node_config())
@@ -385,6 +389,7 @@ def _flight(args, teacher, teacher_path, data, cache) -> int:
         'student': all_metrics(backend, data, args.stride),
         'teacher': all_metrics(Mast3rBackend(teacher), data, args.stride),
         'sgbm': all_metrics('sgbm', data, args.stride),
+        'sgbm_opencv': all_metrics('sgbm_opencv', data, args.stride),
         'oracle_hazard': hazard_metrics(None, data['hazard'], args.stride),
         'candidates_eval': {r: depth_metrics(TorchBackend(m), data['eval'])
                             for r, (m, _, _) in candidates.items()},
@@ -433,8 +438,10 @@ def figures_sentence(figures: dict) -> str:
     """The manifest summary's figures (after SUMMARY_FIGURES), from an entry's `eval`."""
     st, te, sg = figures['student'], figures['teacher'], figures['sgbm']
     lo, hi = FINAL_SCAN_ALTITUDE_M
+    plain = figures.get('sgbm_opencv')
+    opencv = '' if plain is None else f', OpenCV SGBM alone {plain["abs_rel"]:.4f}'
     return (f'AbsRel {st["abs_rel"]:.4f} (teacher {te["abs_rel"]:.4f}, SGBM '
-            f'{sg["abs_rel"]:.4f}), completeness {st["completeness"]:.4f} (SGBM '
+            f'{sg["abs_rel"]:.4f}{opencv}), completeness {st["completeness"]:.4f} (SGBM '
             f'{sg["completeness"]:.4f}), Chamfer {st["chamfer_m"]:.2f} m (SGBM '
             f'{sg["chamfer_m"]:.2f} m); hazard F1 at {lo:.0f}-{hi:.0f} m '
             f'{st["hazard_f1"]:.4f} (teacher {te["hazard_f1"]:.4f}, SGBM '
@@ -457,17 +464,20 @@ def _evaluate(args) -> int:
     figures.update({
         'student': all_metrics(backend, data, args.stride),
         'sgbm': all_metrics('sgbm', data, args.stride),
+        'sgbm_opencv': all_metrics('sgbm_opencv', data, args.stride),
         'oracle_hazard': hazard_metrics(None, data['hazard'], args.stride),
         'onnx_latency_ms_2threads': round(onnx_latency_ms(backend), 1),
         'machine': f'{platform.machine()} {platform.processor() or ""}'.strip(),
         'measured_by': (f'l3d distill evaluate --out {args.out} --eval {data["eval"]} '
-                        f'--hazard-eval {data["hazard"]} (student, sgbm, oracle_hazard, onnx '
-                        'latency; teacher and candidates_eval: the training run)')})
+                        f'--hazard-eval {data["hazard"]} (student, sgbm, sgbm_opencv, '
+                        'oracle_hazard, onnx latency; teacher and candidates_eval: the '
+                        'training run)')})
     head = entry['summary'].split(SUMMARY_FIGURES)[0]
     entry = {**entry, 'eval': figures,
              'summary': f'{head}{SUMMARY_FIGURES}{figures_sentence(figures)}'}
     path = update_manifest(args.out, entry, default=False)
-    print(json.dumps({k: figures[k] for k in ('student', 'sgbm', 'oracle_hazard')}, indent=2))
+    print(json.dumps({k: figures[k] for k in ('student', 'sgbm', 'sgbm_opencv',
+                                              'oracle_hazard')}, indent=2))
     print(f'updated {path} ({entry["name"]})')
     return 0
 

@@ -321,6 +321,17 @@ def test_distill_evaluate_rewrites_the_shipped_figures_as_l3d_eval_measures_them
         measured = json.loads((tmp_path / f'{backend}.json').read_text())
         for key in ('abs_rel', 'completeness', 'completeness_visible', 'rmse_m'):
             assert new['eval'][backend][key] == pytest.approx(measured[key], rel=1e-6)
+    # the SGBM row without the node's sub-pixel refinement: `l3d eval` with it switched off
+    from l3d_ros.config import default_config_path
+    text = default_config_path().read_text()
+    assert text.count('subpixel_window_px: 2.5') == 1
+    plain = tmp_path / 'opencv_sgbm.yaml'
+    plain.write_text(text.replace('subpixel_window_px: 2.5', 'subpixel_window_px: 0.0'))
+    assert l3d(['eval', str(sets['depth']), '--backend', 'sgbm', '--config', str(plain),
+                '--json', str(tmp_path / 'plain.json')]) == 0
+    measured = json.loads((tmp_path / 'plain.json').read_text())
+    assert new['eval']['sgbm_opencv']['abs_rel'] == pytest.approx(measured['abs_rel'], rel=1e-6)
+    assert f'OpenCV SGBM alone {measured["abs_rel"]:.4f}' in new['summary']
     assert f'AbsRel {new["eval"]["student"]["abs_rel"]:.4f}' in new['summary']
     assert new['summary'].split(' Held-out ')[0] == old['summary'].split(' Held-out ')[0]
 
