@@ -342,7 +342,7 @@ def test_refinement_runs_to_convergence_or_leaves_the_disparity_unknown():
     first ~0.45 px off, two passes the second ~0.5 px); one 3.2 px off still moves by a whole
     pass in the last: not converged, so confidence 0."""
     from l3d_ros.backends.onnx_student import REFINE_PASSES, REFINE_REACH_PX
-    assert sum(1 for _ in REFINE_PASSES) * REFINE_REACH_PX < 3.2
+    assert len(REFINE_PASSES) * REFINE_REACH_PX < 3.2          # the 3.2 px block cannot converge
     backend, left, right, frame, true, small = _true_disparity_student(2.5)
     disp = small.copy()
     disp[40:80] -= 0.6                                    # 1.2 px at 512 px: rows 80-160
