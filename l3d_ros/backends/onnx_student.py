@@ -29,7 +29,7 @@ What the student cannot know is not published as depth:
   ground both cameras see 0.885 -> 0.928 (SGBM 0.926), the new pixels err 0.05 px (median;
   1.3 % of them by more than 1 px, of the others 0.15 %), and the map misses fewer hazard
   pixels (called safe: 1770 -> 837; SGBM 1114); at 30-150 m (seed 5000) completeness 0.874
-  -> 0.879, AbsRel 0.0031 -> 0.0030. Once, over a boulder in its own shadow, the network
+  -> 0.879, AbsRel 0.0031 -> 0.0029. Once, over a boulder in its own shadow, the network
   had answered 1 px too far (a pit, as a shadowed crater floor would be), one pass left the
   boulder's rim 1 px low and the map certified ground 1 m from it;
 - a disparity off its correlation peak (`subpixel.match_peak`: the window ZNCC of the left
