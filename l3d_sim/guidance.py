@@ -15,6 +15,9 @@ Phases, from the navigation estimate and the altimeter height h above the ground
   footprint widened by terminal_error_m) holds cells graded safe within 20 % of a limit
   (`HazardConfig.site_margin_max`; the node ranks its sites the same way) and the site's disc
   holds none: rocks just over the roughness limit are misread just under it;
+- look: a scan at the lowest scan altitude (scan_altitudes_m[-1]) left the target uncertified:
+  the lander holds its height (it flies on to the target) and looks again, for at most
+  look_scans_max more hazard maps, then descends whether or not one certified a site;
 - terminal (h <= terminal_altitude_m): the target is frozen; the lander hovers until it is
   within `terminal_error_m` of it, then descends vertically at `touchdown_speed_m_s`.
 
@@ -88,6 +91,8 @@ def disc_kernel(radius_m: float, cell_m: float) -> np.ndarray:
 
 
 UNPROVEN_WEIGHT = 0.5       # an unproven cell counts this much of a safe one in a survey
+LOOK_SLACK_M = 1.0          # a scan decided this far above the lowest scan altitude is one of
+                            # the lowest (altimeter noise, the lander still descending)
 
 
 def survey_share(occupancy: np.ndarray, grid: GridGeometry, radius_m: float,
@@ -120,6 +125,7 @@ class Guidance:
     # promise of the target (survey_share; 1 once certified) when a map last showed it: a
     # scan whose window does not reach the target (the lander still far from it) keeps it
     target_promise: float = field(init=False, default=0.0)
+    looks: int = field(init=False, default=0)   # hazard maps decided while looking
 
     def __post_init__(self):
         self.nominal_xy_m = np.asarray(self.nominal_xy_m, np.float64).reshape(2)
@@ -135,9 +141,23 @@ class Guidance:
         'hold' (the target was certified at an earlier scan; this one shows no hazard in its
         footprint, only cells it cannot certify, and no other site: it is kept rather than
         traded for uncertified ground), 'survey', 'no_site',
-        'out_of_budget' or 'frozen'."""
+        'out_of_budget' or 'frozen'. A map decided at the lowest scan altitude that leaves the
+        target uncertified starts (or continues) the look phase while looks are left."""
         if self.phase == 'terminal':
             return 'frozen'
+        decision = self._decide(occupancy, grid, site_xy_m, position_m, altitude_m)
+        if self.phase == 'look':
+            self.looks += 1
+        lowest = self.cfg.scan_altitudes_m[-1] if self.cfg.scan_altitudes_m else 0.0
+        if (self.target_promise < 1.0 and self.looks < self.cfg.look_scans_max
+                and altitude_m <= lowest + LOOK_SLACK_M):
+            self.phase = 'look'
+        elif self.phase == 'look':
+            self.phase = 'hda'
+        return decision
+
+    def _decide(self, occupancy, grid, site_xy_m, position_m, altitude_m) -> str:
+        """on_hazard's decision, before the look phase is updated."""
         if occupancy is not None and target_is_safe(occupancy, grid, self.target_xy_m,
                                                     self.hazard.footprint_m):
             self.target_promise = 1.0
@@ -244,7 +264,9 @@ class Guidance:
             accel_xy *= c.lateral_accel_max_m_s2 / norm
         descent = float(np.clip(c.descent_gain_1_s * altitude_m, c.touchdown_speed_m_s,
                                 c.descent_speed_max_m_s))
-        if self.phase == 'terminal':
+        if self.phase == 'look':
+            descent = 0.0
+        elif self.phase == 'terminal':
             over_target = (np.linalg.norm(error) <= c.terminal_error_m
                            and np.linalg.norm(v[:2]) <= 0.5 * c.terminal_error_m)
             descent = c.touchdown_speed_m_s if over_target else 0.0

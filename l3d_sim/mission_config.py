@@ -96,16 +96,23 @@ class GuidanceConfig:
     # (safe cells count 1, unproven ones 1/2; l3d_sim.guidance.survey_share)
     survey_share_min: float = 0.3       # (0 = keep the target) [0, 1]
     survey_distance_weight: float = 0.3  # promise given up per divert_max_m of survey move
+    # a scan at the lowest scan altitude certified nothing: hold height and look again, at most
+    # this many more hazard maps (0: descend at once; l3d_sim.guidance.Guidance.on_hazard)
+    look_scans_max: int = 4
+    look_period_s: float = 2.0          # the simulator's frame interval while looking [s]
 
     def __post_init__(self):
         for name in ('start_altitude_m', 'gate_altitude_m', 'descent_gain_1_s',
                      'descent_speed_max_m_s', 'touchdown_speed_m_s', 'terminal_altitude_m',
                      'terminal_error_m', 'position_gain_1_s', 'lateral_speed_max_m_s',
-                     'velocity_gain_1_s', 'lateral_accel_max_m_s2'):
+                     'velocity_gain_1_s', 'lateral_accel_max_m_s2', 'look_period_s'):
             check_positive(f'guidance.{name}', getattr(self, name))
         for name in ('start_offset_m', 'start_speed_m_s', 'divert_max_m',
                      'divert_per_altitude', 'survey_distance_weight'):
             _non_negative(f'guidance.{name}', getattr(self, name))
+        check(isinstance(self.look_scans_max, int) and not isinstance(self.look_scans_max, bool)
+              and self.look_scans_max >= 0,
+              'guidance.look_scans_max', self.look_scans_max, 'an integer >= 0')
         check(0.0 <= self.survey_share_min <= 1.0, 'guidance.survey_share_min',
               self.survey_share_min, 'a share in [0, 1] (0 disables surveying)')
         check(len(self.nominal_xy_m) == 2 and all(math.isfinite(v) for v in self.nominal_xy_m),

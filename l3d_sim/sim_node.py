@@ -3,12 +3,14 @@
 The node owns sim time (`/clock`) and the lander dynamics (l3d_sim.lander). Every control step
 (run.control_rate_hz) it publishes `lander/odom` and `lander/altimeter` (navigation estimate,
 stamped with sim time) and waits for the guidance's `lander/accel_cmd` of that stamp before it
-integrates the step. When the true height crosses one of guidance.scan_altitudes_m it renders
-the stereo pair from the lander's camera and publishes `camera_pose` (navigation attitude and
-position, with their errors), then the images and camera_info, and holds sim time until the
-guidance answers on `lander/target` with that stamp. Sim time therefore advances only when the
-previous output has arrived (or after a wall-time timeout, counted in the result), so a run is a
-function of its seed and not of CPU speed.
+integrates the step. When the true height crosses one of guidance.scan_altitudes_m, and below
+the lowest of them every guidance.look_period_s while the lander hovers above the terminal
+altitude (the guidance looking again, l3d_sim.guidance), it renders the stereo pair from the
+lander's camera and publishes `camera_pose` (navigation attitude and position, with their
+errors), then the images and camera_info, and holds sim time until the guidance answers on
+`lander/target` with that stamp. Sim time therefore advances only when the previous output has
+arrived (or after a wall-time timeout, counted in the result), so a run is a function of its
+seed and not of CPU speed.
 
 Modes (run.mode): `hda` - `l3d_stereo` computes the hazard map from the images; `oracle` -
 this node computes it from the rendered true depth with the node's own code
@@ -58,6 +60,8 @@ T0_NS = 1_000_000_000        # sim time of the first step (stamp 0 reads as "uns
 POSE_LEAD_S = 0.05           # wall time between camera_pose and the images it belongs to
 REPUBLISH_S = 0.5            # re-send a step's navigation until its command arrives
 HAZARD_GRACE_S = 1.0         # wall time a scan's hazard_map may trail the guidance's answer
+LOOK_HOVER_M_S = 0.3         # |vertical speed| [m/s] below which the lander is hovering
+LOOK_HOVER_CLEARANCE_M = 1.0  # ... and looking, when this far above the terminal altitude [m]
 DISCOVERY_S = 30.0           # wall time to wait for the guidance / perception to appear
 MAP_FRAME = 'map'
 
@@ -222,7 +226,7 @@ class SimNode(Node):
         dt_ns = int(round(dt * 1e9))
         scans = list(g.scan_altitudes_m) if run.mode != 'blind' else []
         traj, frames, step_timeouts, frame_timeouts = [], [], 0, 0
-        last_map, fuel0 = None, state.mass_kg
+        last_map, fuel0, last_scan_s = None, state.mass_kg, None
         k = 0
         while True:
             stamp = T0_NS + k * dt_ns
@@ -233,8 +237,16 @@ class SimNode(Node):
                 raise RuntimeError(f'lander left the terrain at {state.position_m[:2]}')
             if height <= 0.0 or state.t_s >= run.max_time_s:
                 break
-            if scans and height <= scans[0]:
-                scans.pop(0)
+            # the scheduled scans, then one every look_period_s while the lander hovers below
+            # them (the guidance looking again) and above the terminal altitude
+            looking = (not scans and last_scan_s is not None and run.mode != 'blind'
+                       and height > g.terminal_altitude_m + LOOK_HOVER_CLEARANCE_M
+                       and abs(state.velocity_m_s[2]) <= LOOK_HOVER_M_S
+                       and state.t_s >= last_scan_s + g.look_period_s - 1e-9)
+            if scans and height <= scans[0] or looking:
+                if scans and height <= scans[0]:
+                    scans.pop(0)
+                last_scan_s = state.t_s
                 frame, hazard_msg = self._scan(terrain, lighting, state, stamp, sensor_rng,
                                                fusion, run.frame_timeout_s)
                 frames.append(frame)

@@ -157,6 +157,56 @@ def test_guidance_config_refuses_bad_scans():
         GuidanceConfig(scan_altitudes_m=(40.0, 80.0))
 
 
+def test_guidance_config_refuses_bad_looks():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match='look_scans_max'):
+            GuidanceConfig(look_scans_max=bad)
+    with pytest.raises(ValueError, match='look_period_s'):
+        GuidanceConfig(look_period_s=0.0)
+
+
+def test_nothing_certified_at_the_lowest_scan_holds_height_for_more_looks():
+    """A map at the lowest scan altitude that certifies nothing starts the look phase: the
+    guidance stops the descent (vertical speed target 0) and takes up to look_scans_max more
+    maps; a map certifying the target, or the last look, resumes the descent. Above the lowest
+    scan altitude, or with look_scans_max = 0, an uncertified target never stops it."""
+    cfg = GuidanceConfig()
+    lowest = cfg.scan_altitudes_m[-1]
+    unproven = np.full(GRID.shape, 60, np.int8)
+    pos, sinking = np.array([0.1, 0.1, lowest]), np.array([0.0, 0.0, -1.5])
+
+    def vertical_accel(g):                           # thrust acceleration - gravity, up +
+        return g.command(pos, sinking, lowest - 0.5)[2] - g.gravity_m_s2
+
+    g = Guidance(cfg, HAZARD, [0.1, 0.1])
+    g.phase = 'hda'
+    assert g.on_hazard(unproven, GRID, None, pos, 2 * lowest) == 'no_site'
+    assert g.phase == 'hda'                          # higher up: no look
+    descending = vertical_accel(g)
+    assert g.on_hazard(unproven, GRID, None, pos, lowest - 0.5) == 'no_site'
+    assert g.phase == 'look'
+    assert vertical_accel(g) == pytest.approx(cfg.velocity_gain_1_s * 1.5)   # brakes to 0
+    assert vertical_accel(g) > descending
+    for _ in range(cfg.look_scans_max - 1):
+        g.on_hazard(unproven, GRID, None, pos, lowest - 2.0)
+        assert g.phase == 'look'
+    g.on_hazard(unproven, GRID, None, pos, lowest - 2.0)          # the last look
+    assert g.phase == 'hda' and g.looks == cfg.look_scans_max
+    assert vertical_accel(g) == pytest.approx(descending)
+
+    g = Guidance(cfg, HAZARD, [0.1, 0.1])                          # a look certifies a site
+    g.phase = 'hda'
+    g.on_hazard(unproven, GRID, None, pos, lowest - 0.5)
+    assert g.phase == 'look'
+    assert g.on_hazard(safe_map(), GRID, None, pos, lowest - 2.0) == 'keep'
+    assert g.phase == 'hda' and g.looks == 1
+
+    g = Guidance(replace(cfg, look_scans_max=0), HAZARD, [0.1, 0.1])
+    g.phase = 'hda'
+    g.on_hazard(unproven, GRID, None, pos, lowest - 0.5)
+    assert g.phase == 'hda'
+
+
 def test_survey_high_up_heads_for_unproven_ground_and_prefers_certified_and_near():
     """High up nothing is certified: the survey reads unproven cells (50..99: measured, no
     hazard shown) at half weight, takes certified ground over unproven, the nearer of two
