@@ -91,27 +91,22 @@ def disc_kernel(radius_m: float, cell_m: float) -> np.ndarray:
 
 
 UNPROVEN_WEIGHT = 0.5       # an unproven cell counts this much of a safe one in a survey
-LOOK_SLACK_M = 1.0          # a scan decided this far above the lowest scan altitude is one of
-                            # the lowest (altimeter noise, the lander still descending)
+# a map decided this far above the lowest scan altitude is one of the lowest (altimeter noise)
+LOOK_SLACK_M = 1.0
 
 
 def survey_share(occupancy: np.ndarray, grid: GridGeometry, radius_m: float,
-                 measured: bool = False, graded: bool = False) -> np.ndarray:
+                 measured: bool = False) -> np.ndarray:
     """(H, W) share of the cells within `radius_m` of each cell that promise a landing site:
     a cell labelled safe counts 1, an unproven one (measured, no hazard shown, roughness not
-    yet certified) UNPROVEN_WEIGHT, hazard and unknown cells 0. graded: an unproven cell
-    counts 1 - its hazard evidence instead (grade 50 -> 1, 99 -> 0; hazard_to_occupancy).
-    measured: the share of cells that are not unknown instead."""
-    lo, hi = OCCUPANCY_UNPROVEN
+    yet certified) UNPROVEN_WEIGHT, hazard and unknown cells 0. measured: the share of cells
+    that are not unknown instead."""
     if measured:
         safe = (occupancy >= 0).astype(np.float32)
     else:
         safe = ((occupancy >= 0) & (occupancy <= OCCUPANCY_SAFE_MAX)).astype(np.float32)
-        unproven = (occupancy >= lo) & (occupancy <= hi)
-        if graded:
-            safe += unproven * (1.0 - (occupancy.astype(np.float32) - lo) / (hi - lo))
-        else:
-            safe += np.float32(UNPROVEN_WEIGHT) * unproven
+        lo, hi = OCCUPANCY_UNPROVEN
+        safe += np.float32(UNPROVEN_WEIGHT) * ((occupancy >= lo) & (occupancy <= hi))
     disc = disc_kernel(radius_m, grid.cell_m).astype(np.float32)
     return cv2.filter2D(safe, -1, disc / disc.sum(), borderType=cv2.BORDER_CONSTANT)
 
@@ -153,17 +148,13 @@ class Guidance:
         decision = self._decide(occupancy, grid, site_xy_m, position_m, altitude_m)
         if self.phase == 'look':
             self.looks += 1
+        lowest = self.cfg.scan_altitudes_m[-1] if self.cfg.scan_altitudes_m else 0.0
         if (self.target_promise < 1.0 and self.looks < self.cfg.look_scans_max
-                and self._lowest(altitude_m)):
+                and altitude_m <= lowest + LOOK_SLACK_M):
             self.phase = 'look'
         elif self.phase == 'look':
             self.phase = 'hda'
         return decision
-
-    def _lowest(self, altitude_m: float) -> bool:
-        """A map decided at this height is one of the lowest scan altitude's, or a look."""
-        scans = self.cfg.scan_altitudes_m
-        return bool(scans) and altitude_m <= scans[-1] + LOOK_SLACK_M
 
     def _decide(self, occupancy, grid, site_xy_m, position_m, altitude_m) -> str:
         """on_hazard's decision, before the look phase is updated."""
@@ -230,8 +221,7 @@ class Guidance:
         c = self.cfg
         if occupancy is None or c.survey_share_min <= 0:
             return 'no_site'
-        share = survey_share(occupancy, grid, self.hazard.footprint_m,
-                             graded=self._lowest(altitude_m))
+        share = survey_share(occupancy, grid, self.hazard.footprint_m)
         rows, cols = grid.shape
         x, y = grid.cell_centre(*np.mgrid[0:rows, 0:cols])
         p = np.asarray(position_m, np.float64)[:2]
