@@ -45,10 +45,12 @@ def small_world() -> dict:
     return params
 
 
-def land(tmp_path: Path, name: str, mode: str = 'hda', seed: int = 7) -> tuple[dict, Path]:
+def land(tmp_path: Path, name: str, mode: str = 'hda', seed: int = 7,
+         world: dict | None = None) -> tuple[dict, Path]:
     workdir = tmp_path / name
-    params = run_params(small_world(), {'seed': seed, 'mode': mode, 'target_hazard': 'boulder',
-                                        'result_path': str(workdir / 'result.json')})
+    params = run_params(world or small_world(),
+                        {'seed': seed, 'mode': mode, 'target_hazard': 'boulder',
+                         'result_path': str(workdir / 'result.json')})
     result = fly(params, workdir, int(os.environ['ROS_DOMAIN_ID']), timeout_s=120.0)
     return result, workdir / 'params.yaml'
 
@@ -75,6 +77,7 @@ def test_hda_diverts_from_a_boulder_to_a_safe_site_and_repeats_exactly(tmp_path)
     # ... on a target a scan's map certified (what the campaign counts as certified)
     assert first['certified'] is True
     assert any(f['target_certified'] for f in first['frames'])
+    assert len(first['frames']) == 3                       # certified: no look again
     assert first['vertical_speed_m_s'] <= 2.0 and first['horizontal_speed_m_s'] <= 0.5
 
     second, _ = land(tmp_path, 'b')
@@ -99,3 +102,26 @@ def test_blind_lander_lands_on_the_boulder(tmp_path):
     assert np.linalg.norm(result['touchdown_xy_m']) < 2.0      # nominal target + nav bias
     assert not result['ground_safe'] and not result['safe']
     assert result['certified'] is None                     # no HDA, nothing to vouch for
+
+
+def test_nothing_certified_at_the_lowest_scan_hovers_and_looks_again(tmp_path):
+    """A 0.5 deg slope limit on ground sloping up to 3 deg: no map certifies anything (oracle
+    depth, so only the guidance and the simulator's look frames are under test). After the
+    lowest scan the lander stops its descent above the terminal altitude, takes
+    look_scans_max more maps look_period_s apart, then lands, uncertified."""
+    world = small_world()
+    world['l3d_stereo']['ros__parameters']['hazard']['slope_max_deg'] = 0.5
+    result, params_file = land(tmp_path, 'look', mode='oracle', world=world)
+    assert 'error' not in result, result
+    g = load_mission_config(params_file).guidance
+    frames = result['frames']
+    assert len(frames) == len(g.scan_altitudes_m) + g.look_scans_max
+    assert not any(f['target_certified'] for f in frames) and result['certified'] is False
+    looks = frames[len(g.scan_altitudes_m):]
+    times = [f['t_s'] for f in frames[len(g.scan_altitudes_m) - 1:]]
+    assert min(np.diff(times)) >= g.look_period_s - 1e-6
+    camera_above_feet = frames[0]['camera_height_m'] - (g.scan_altitudes_m[0])
+    for f in looks:                                     # hovering between the two heights
+        assert g.terminal_altitude_m < f['camera_height_m'] - camera_above_feet
+        assert f['camera_height_m'] < frames[len(g.scan_altitudes_m) - 1]['camera_height_m']
+    assert result['landed'] and result['vertical_speed_m_s'] <= 2.0
