@@ -125,3 +125,6 @@ def test_nothing_certified_at_the_lowest_scan_hovers_and_looks_again(tmp_path):
         assert g.terminal_altitude_m < f['camera_height_m'] - camera_above_feet
         assert f['camera_height_m'] < frames[len(g.scan_altitudes_m) - 1]['camera_height_m']
     assert result['landed'] and result['vertical_speed_m_s'] <= 2.0
+    log = (params_file.parent / 'l3d_guidance.log').read_text()
+    assert f'holding height ({g.look_scans_max} looks left)' in log
+    assert '(0 looks left)' not in log                  # the last look resumes the descent
