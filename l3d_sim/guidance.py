@@ -149,8 +149,9 @@ class Guidance:
         if self.phase == 'look':
             self.looks += 1
         lowest = self.cfg.scan_altitudes_m[-1] if self.cfg.scan_altitudes_m else 0.0
+        # looking goes on wherever the ground under the hovering lander takes its height
         if (self.target_promise < 1.0 and self.looks < self.cfg.look_scans_max
-                and altitude_m <= lowest + LOOK_SLACK_M):
+                and (self.phase == 'look' or altitude_m <= lowest + LOOK_SLACK_M)):
             self.phase = 'look'
         elif self.phase == 'look':
             self.phase = 'hda'

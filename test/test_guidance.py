@@ -187,8 +187,8 @@ def test_nothing_certified_at_the_lowest_scan_holds_height_for_more_looks():
     assert g.phase == 'look'
     assert vertical_accel(g) == pytest.approx(cfg.velocity_gain_1_s * 1.5)   # brakes to 0
     assert vertical_accel(g) > descending
-    for _ in range(cfg.look_scans_max - 1):
-        g.on_hazard(unproven, GRID, None, pos, lowest - 2.0)
+    for k in range(cfg.look_scans_max - 1):           # ground falling away under the hover
+        g.on_hazard(unproven, GRID, None, pos, lowest - 2.0 + 2.0 * k)
         assert g.phase == 'look'
     g.on_hazard(unproven, GRID, None, pos, lowest - 2.0)          # the last look
     assert g.phase == 'hda' and g.looks == cfg.look_scans_max
