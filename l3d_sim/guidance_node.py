@@ -127,14 +127,14 @@ class GuidanceNode(Node):
         if site is not None:
             site_xy = np.array([site.pose.position.x, site.pose.position.y])
         position, altitude = self.nav
-        decision = self.guidance.on_hazard(occupancy, grid, site_xy, position, altitude)
         g = self.guidance
+        decision = g.on_hazard(occupancy, grid, site_xy, position, altitude)
         left = g.cfg.look_scans_max - g.looks
         looking = (f', nothing certified: holding height ({left} looks left)'
                    if g.phase == 'look' else '')
         self.get_logger().info(f'scan {stamp * 1e-9:.1f} s: {decision}, target '
                                f'{np.round(g.target_xy_m, 2).tolist()}{looking}')
-        x, y = self.guidance.target_xy_m
+        x, y = g.target_xy_m
         header = hazard.header if hazard is not None else site.header
         self.pub_target.publish(conv.rt_to_pose_stamped(np.eye(3), np.array([x, y, 0.0]),
                                                         header))

@@ -239,12 +239,14 @@ class SimNode(Node):
                 break
             # the scheduled scans, then one every look_period_s while the lander hovers below
             # them (the guidance looking again) and above the terminal altitude
-            looking = (not scans and last_scan_s is not None and run.mode != 'blind'
+            # (no scans at all, as in blind mode: last_scan_s stays None)
+            scheduled = bool(scans) and height <= scans[0]
+            looking = (not scans and last_scan_s is not None
                        and height > g.terminal_altitude_m + LOOK_HOVER_CLEARANCE_M
                        and abs(state.velocity_m_s[2]) <= LOOK_HOVER_M_S
                        and state.t_s >= last_scan_s + g.look_period_s - 1e-9)
-            if scans and height <= scans[0] or looking:
-                if scans and height <= scans[0]:
+            if scheduled or looking:
+                if scheduled:
                     scans.pop(0)
                 last_scan_s = state.t_s
                 frame, hazard_msg = self._scan(terrain, lighting, state, stamp, sensor_rng,
