@@ -156,6 +156,18 @@ def _count(rows: list[dict], test) -> int | None:
     return sum(bool(test(r)) for r in rows)
 
 
+def _false_safe(rows: list[dict]) -> dict:
+    """map_safe_cells, map_false_safe_cells and their ratio over the rows recording them."""
+    rec = [r for r in rows if r.get('map_safe_cells') is not None]
+    if not rec:
+        return {'map_safe_cells': None, 'map_false_safe_cells': None,
+                'map_false_safe_share': None}
+    judged = sum(r['map_safe_cells'] for r in rec)
+    wrong = sum(r['map_false_safe_cells'] for r in rec)
+    return {'map_safe_cells': judged, 'map_false_safe_cells': wrong,
+            'map_false_safe_share': wrong / judged if judged else None}
+
+
 def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
     """Campaign JSON: the section 6 keys first, then per-mode statistics and per-run rows."""
     per_mode = {}
@@ -177,6 +189,10 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
             'touchdown_vertical_speed_m_s': _stats([r.get('vertical_speed_m_s') for r in rows]),
             'perception_latency_s': _stats([f.get('latency_s') for r in rows
                                             for f in r.get('frames', [])]),
+            # the last maps' calibration: cells graded safe that the ground truth judges, and
+            # those of them truly hazard (l3d_sim.groundtruth.false_safe_cells); None: not
+            # recorded (older results, no map received)
+            **_false_safe(rows),
             'frame_timeouts': sum(r.get('frame_timeouts', 0) for r in rows),
             'step_timeouts': sum(r.get('step_timeouts', 0) for r in rows),
             'by_sunlit': by_sunlit(rows),
@@ -198,7 +214,8 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
                                                   'ground_safe', 'speed_ok', 'nominal_safe',
                                                   'divert_m', 'fuel_kg', 'vertical_speed_m_s',
                                                   'touchdown_xy_m', 'sunlit_share',
-                                                  'certified', 'error')}
+                                                  'certified', 'map_safe_cells',
+                                                  'map_false_safe_cells', 'error')}
                            for r in rows] for mode, rows in results.items()},
     }
 

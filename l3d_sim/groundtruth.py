@@ -19,7 +19,9 @@ import cv2
 import numpy as np
 
 from l3d_ros.config import HazardConfig, load_node_config
-from l3d_ros.hazard import GridGeometry, hazard_from_dem, HazardLayers, pixel_hazard
+from l3d_ros.dataset import HAZARD_HAZARD, HAZARD_UNKNOWN
+from l3d_ros.hazard import (GridGeometry, hazard_from_dem, HazardLayers, OCCUPANCY_SAFE_MAX,
+                            pixel_hazard)
 from l3d_sim.terrain import Terrain
 
 
@@ -140,5 +142,44 @@ def ground_truth_hazard(terrain: Terrain, points_world_m: np.ndarray,
     return pixel_hazard(points_world_m, layers)
 
 
+def false_safe_cells(occupancy: np.ndarray, map_grid: GridGeometry, gt_hazard: np.ndarray,
+                     gt_grid: GridGeometry, nav_bias_xy_m) -> tuple[int, int]:
+    """(cells the map grades safe that the ground truth judges, those of them truly hazard).
+
+    How well a perceived hazard map is calibrated, cell by cell: both label a cell by the
+    section 4 test of a lander centred on it, so a cell graded safe (OccupancyGrid 0..49) whose
+    true label is hazard is ground the HDA would certify wrongly. The map lies in the frame
+    the navigation believes (camera poses carry the run's constant position bias), so a map
+    cell's centre q is true ground q - nav_bias_xy_m. Cells whose true ground is off
+    `gt_grid` or unknown (255) there are not judged.
+    """
+    occupancy, gt_hazard = np.asarray(occupancy), np.asarray(gt_hazard)
+    if occupancy.shape != tuple(map_grid.shape) or gt_hazard.shape != tuple(gt_grid.shape):
+        raise ValueError(f'occupancy {occupancy.shape} / gt_hazard {gt_hazard.shape}: expected '
+                         f'the shapes of their grids {map_grid.shape} / {gt_grid.shape}')
+    rows, cols = np.nonzero((occupancy >= 0) & (occupancy <= OCCUPANCY_SAFE_MAX))
+    x, y = map_grid.cell_centre(rows, cols)
+    bias = np.asarray(nav_bias_xy_m, np.float64).reshape(-1)[:2]
+    gi, gj = gt_grid.cell_index(x - bias[0], y - bias[1])
+    truth = np.full(gi.shape, HAZARD_UNKNOWN, np.uint8)
+    inside = gi >= 0
+    truth[inside] = gt_hazard[gi[inside], gj[inside]]
+    judged = truth != HAZARD_UNKNOWN
+    return int(judged.sum()), int((truth[judged] == HAZARD_HAZARD).sum())
+
+
+def map_false_safe(arrays: dict, nav_bias_xy_m) -> tuple[int, int] | None:
+    """`false_safe_cells` of a landing's saved arrays (the simulator's result.npz: the last
+    hazard map and the true hazard over its extent); None when no map was received."""
+    if 'map_occupancy' not in arrays or 'gt_hazard' not in arrays:
+        return None
+    occ, gt = np.asarray(arrays['map_occupancy']), np.asarray(arrays['gt_hazard'])
+    map_grid = GridGeometry(tuple(np.asarray(arrays['map_origin_xy_m'], float)),
+                            float(arrays['map_cell_m']), occ.shape)
+    gt_grid = GridGeometry(tuple(np.asarray(arrays['gt_origin_xy_m'], float)),
+                           float(arrays['gt_cell_m']), gt.shape)
+    return false_safe_cells(occ, map_grid, gt, gt_grid, nav_bias_xy_m)
+
+
 __all__ = ['DemCrop', 'node_hazard_config', 'crop_dem', 'view_hazard_layers',
-           'ground_truth_hazard']
+           'false_safe_cells', 'ground_truth_hazard', 'map_false_safe']

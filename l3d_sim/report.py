@@ -128,18 +128,22 @@ def plot_hazard_map(result: dict, arrays: dict, path: Path) -> None:
 def _table(summary: dict) -> list[str]:
     rows = ['| mode | runs | safe | safe rate (95 % CI) | certified: safe / landed | '
             'ground safe | speeds ok | divert median / max [m] | fuel mean [kg] | '
-            'latency median / p95 [s] |',
-            '|---|---|---|---|---|---|---|---|---|---|']
+            'latency median / p95 [s] | last maps: safe cells truly hazard |',
+            '|---|---|---|---|---|---|---|---|---|---|---|']
     for mode, m in summary['modes'].items():
         lo, hi = wilson_interval(m['safe_landings'], m['runs'])
         lat = m['perception_latency_s']
         fmt = (lambda v: '-' if v is None else f'{v:.2f}')
         cert = ('-' if m.get('certified') is None
                 else f'{m["certified_safe"]} / {m["certified"]}')
+        false_safe = ('-' if m.get('map_false_safe_share') is None else
+                      f'{m["map_false_safe_cells"]} / {m["map_safe_cells"]} '
+                      f'({100 * m["map_false_safe_share"]:.3f} %)')
         rows.append(f'| {mode} | {m["runs"]} | {m["safe_landings"]} | {m["safe_rate"]:.3f} '
                     f'({lo:.2f}-{hi:.2f}) | {cert} | {m["ground_safe"]} | {m["speed_ok"]} | '
                     f'{fmt(m["divert_m"]["median"])} / {fmt(m["divert_m"]["max"])} | '
-                    f'{fmt(m["fuel_kg"]["mean"])} | {fmt(lat["median"])} / {fmt(lat["p95"])} |')
+                    f'{fmt(m["fuel_kg"]["mean"])} | {fmt(lat["median"])} / {fmt(lat["p95"])} | '
+                    f'{false_safe} |')
     return rows
 
 
@@ -196,7 +200,12 @@ def write_report(folder: Path, summary: dict, results: dict, out: Path) -> Path:
         f'- oracle_safe_rate (true depth, same hazard code): {summary["oracle_safe_rate"]}',
         f'- blind_safe_rate (no HDA, nominal target): {summary["blind_safe_rate"]}',
         f'- nominal target safe by ground truth in {summary["nominal_safe_rate"]:.2f} of runs',
-        '', *_table(summary), '', *_sunlit_table(summary),
+        '', *_table(summary), '',
+        'Last maps: of the cells each landing\'s last hazard map graded safe (OccupancyGrid '
+        '0-49) and the ground truth judges, those whose true section 4 label is hazard, at the '
+        'true ground under each cell (the map lies in the navigation frame, off by the run\'s '
+        'position bias): the certification\'s calibration, cell by cell.', '',
+        *_sunlit_table(summary),
         'Command of this campaign: `' + (summary.get('command') or 'l3d demo') + '`', '',
         'The target campaign (issue 8): `l3d land --runs 200 --seed 0 --workers 2 '
         '--json out/land200.json --report out/land200`', '',

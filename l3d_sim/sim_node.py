@@ -50,7 +50,7 @@ from l3d_ros.runtime import keep_freed_memory
 from l3d_ros.site import frame_hazard
 from l3d_sim import lander as dyn
 from l3d_sim.config import load_sim_config, SIM_NODE_NAME, SimConfig
-from l3d_sim.groundtruth import crop_dem
+from l3d_sim.groundtruth import crop_dem, map_false_safe
 from l3d_sim.guidance import target_is_safe
 from l3d_sim.mission_config import load_mission_config, MissionConfig, params_file_from_args
 from l3d_sim.render import prepare_lighting, render_frame, shadow_mask, sunlit_share
@@ -295,6 +295,9 @@ class SimNode(Node):
                                                                self.sim.rig.height],
         }
         self._arrays = self._report_arrays(terrain, traj, last_map, result)
+        # calibration of the last map: cells it graded safe, and those truly hazard
+        judged = map_false_safe(self._arrays, bias[:2])
+        result['map_safe_cells'], result['map_false_safe_cells'] = judged or (None, None)
         return result
 
     def _publish_nav(self, stamp, state, nav, altimeter) -> None:

@@ -19,6 +19,7 @@ import yaml
 from l3d_ros.config import default_config_path, load_node_config
 from l3d_sim.campaign import fly, run_params
 from l3d_sim.config import load_sim_config
+from l3d_sim.groundtruth import map_false_safe
 from l3d_sim.lander import site_is_safe
 from l3d_sim.mission_config import load_mission_config
 from l3d_sim.render import prepare_lighting, sunlit_share
@@ -79,6 +80,13 @@ def test_hda_diverts_from_a_boulder_to_a_safe_site_and_repeats_exactly(tmp_path)
     assert any(f['target_certified'] for f in first['frames'])
     assert len(first['frames']) == 3                       # certified: no look again
     assert first['vertical_speed_m_s'] <= 2.0 and first['horizontal_speed_m_s'] <= 0.5
+    # the last map's calibration: its safe-graded cells judged at their true ground, as the
+    # saved arrays give it, and well calibrated in this small lit world
+    with np.load(tmp_path / 'a' / 'result.npz') as z:
+        recount = map_false_safe({k: z[k] for k in z.files}, first['nav_bias_m'][:2])
+    assert first['map_safe_cells'] > 0
+    assert (first['map_safe_cells'], first['map_false_safe_cells']) == recount
+    assert first['map_false_safe_cells'] <= 0.01 * first['map_safe_cells']
 
     second, _ = land(tmp_path, 'b')
     assert second['touchdown_xy_m'] == first['touchdown_xy_m']

@@ -105,3 +105,55 @@ def test_a_scan_map_certifies_a_target_only_with_its_whole_footprint_known_and_s
     assert not map_certifies(grid(unknown), np.array([3.0, 5.0]), 4.0)
     assert not map_certifies(None, np.array([3.0, 5.0]), 4.0)
     assert not map_certifies(grid(occupancy), None, 4.0)
+
+
+def test_false_safe_cells_judge_each_safe_graded_cell_at_its_true_ground():
+    """A map cell graded safe (0..49) is compared with the true label of the ground under it,
+    the map being off by the navigation bias; unproven, hazard and unknown map cells are not
+    counted, nor cells whose true ground is unknown (255) or off the truth's grid."""
+    import numpy as np
+    from l3d_ros.hazard import GridGeometry
+    from l3d_sim.groundtruth import false_safe_cells, map_false_safe
+    occ = np.full((10, 10), -1, np.int8)                  # 1 m cells on (0, 0)..(10, 10)
+    occ[2, 3] = 10                                        # safe-graded at (3.5, 2.5)
+    occ[2, 4] = 49                                        # safe-graded at (4.5, 2.5)
+    occ[2, 5] = 60                                        # unproven: not counted
+    occ[2, 6] = 100                                       # hazard: not counted
+    occ[9, 9] = 0                                         # safe-graded; true ground off grid
+    truth = np.zeros((8, 8), np.uint8)                    # 1 m cells on (-1, -1)..(7, 7)
+    truth[4, 4] = 1                                       # hazard at true (3.5, 3.5)
+    truth[4, 5] = 255                                     # unknown at true (4.5, 3.5)
+    m_grid, t_grid = GridGeometry((0.0, 0.0), 1.0, occ.shape), GridGeometry((-1.0, -1.0), 1.0,
+                                                                             truth.shape)
+    # no bias: true (3.5, 2.5) and (4.5, 2.5) are safe ground
+    assert false_safe_cells(occ, m_grid, truth, t_grid, [0.0, 0.0]) == (2, 0)
+    # a bias of -1 m in y: the map lies 1 m south of the truth, so map (3.5, 2.5) is true
+    # (3.5, 3.5), the hazard; its neighbour is unknown ground, (9.5, 9.5) off the truth's grid
+    assert false_safe_cells(occ, m_grid, truth, t_grid, [0.0, -1.0]) == (1, 1)
+    arrays = {'map_occupancy': occ, 'map_cell_m': 1.0, 'map_origin_xy_m': (0.0, 0.0),
+              'gt_hazard': truth, 'gt_cell_m': 1.0, 'gt_origin_xy_m': (-1.0, -1.0)}
+    assert map_false_safe(arrays, [0.0, -1.0]) == (1, 1)
+    assert map_false_safe({'gt_hazard': truth}, [0.0, 0.0]) is None     # no map received
+    with pytest.raises(ValueError, match='expected the shapes'):
+        false_safe_cells(occ, t_grid, truth, t_grid, [0.0, 0.0])
+
+
+def test_campaign_sums_the_last_maps_false_safe_cells():
+    from l3d_sim.campaign import summarize
+    from l3d_sim.report import _table
+
+    def row(judged, wrong):
+        return {'safe': True, 'nominal_safe': False, 'divert_m': 1.0, 'fuel_kg': 40.0,
+                'vertical_speed_m_s': 1.0, 'frames': [], 'certified': True,
+                'map_safe_cells': judged, 'map_false_safe_cells': wrong}
+    s = summarize({'hda': [row(300, 3), row(100, 1), row(None, None)],
+                   'blind': [row(None, None)]}, {})
+    hda = s['modes']['hda']
+    assert (hda['map_safe_cells'], hda['map_false_safe_cells']) == (400, 4)
+    assert hda['map_false_safe_share'] == pytest.approx(0.01)
+    assert s['modes']['blind']['map_false_safe_share'] is None
+    assert [r['map_false_safe_cells'] for r in s['per_run']['hda']] == [3, 1, None]
+    table = _table(s)
+    assert any(line.startswith('| hda |') and line.endswith('| 4 / 400 (1.000 %) |')
+               for line in table)
+    assert any(line.startswith('| blind |') and line.endswith('| - |') for line in table)
