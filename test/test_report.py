@@ -123,8 +123,8 @@ def test_false_safe_cells_judge_each_safe_graded_cell_at_its_true_ground():
     truth = np.zeros((8, 8), np.uint8)                    # 1 m cells on (-1, -1)..(7, 7)
     truth[4, 4] = 1                                       # hazard at true (3.5, 3.5)
     truth[4, 5] = 255                                     # unknown at true (4.5, 3.5)
-    m_grid, t_grid = GridGeometry((0.0, 0.0), 1.0, occ.shape), GridGeometry((-1.0, -1.0), 1.0,
-                                                                             truth.shape)
+    m_grid = GridGeometry((0.0, 0.0), 1.0, occ.shape)
+    t_grid = GridGeometry((-1.0, -1.0), 1.0, truth.shape)
     # no bias: true (3.5, 2.5) and (4.5, 2.5) are safe ground
     assert false_safe_cells(occ, m_grid, truth, t_grid, [0.0, 0.0]) == (2, 0)
     # a bias of -1 m in y: the map lies 1 m south of the truth, so map (3.5, 2.5) is true
