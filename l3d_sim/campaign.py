@@ -157,15 +157,17 @@ def _count(rows: list[dict], test) -> int | None:
 
 
 def _false_safe(rows: list[dict]) -> dict:
-    """map_safe_cells, map_false_safe_cells and their ratio over the rows recording them."""
-    rec = [r for r in rows if r.get('map_safe_cells') is not None]
+    """The last maps' calibration summed over the rows recording it: safe-graded cells
+    judged, those truly hazard and those grossly so, and the shares; None: none recorded."""
+    keys = ('map_safe_cells', 'map_false_safe_cells', 'map_gross_false_safe_cells')
+    rec = [r for r in rows if all(r.get(k) is not None for k in keys)]
     if not rec:
-        return {'map_safe_cells': None, 'map_false_safe_cells': None,
-                'map_false_safe_share': None}
-    judged = sum(r['map_safe_cells'] for r in rec)
-    wrong = sum(r['map_false_safe_cells'] for r in rec)
+        return dict.fromkeys((*keys, 'map_false_safe_share', 'map_gross_false_safe_share'))
+    judged, wrong, gross = (sum(r[k] for r in rec) for k in keys)
     return {'map_safe_cells': judged, 'map_false_safe_cells': wrong,
-            'map_false_safe_share': wrong / judged if judged else None}
+            'map_gross_false_safe_cells': gross,
+            'map_false_safe_share': wrong / judged if judged else None,
+            'map_gross_false_safe_share': gross / judged if judged else None}
 
 
 def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
@@ -189,9 +191,9 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
             'touchdown_vertical_speed_m_s': _stats([r.get('vertical_speed_m_s') for r in rows]),
             'perception_latency_s': _stats([f.get('latency_s') for r in rows
                                             for f in r.get('frames', [])]),
-            # the last maps' calibration: cells graded safe that the ground truth judges, and
-            # those of them truly hazard (l3d_sim.groundtruth.false_safe_cells); None: not
-            # recorded (older results, no map received)
+            # the last maps' calibration: cells graded safe that the ground truth judges, those
+            # of them truly hazard and grossly so (l3d_sim.groundtruth.false_safe_cells);
+            # None: not recorded (older results, no map received)
             **_false_safe(rows),
             'frame_timeouts': sum(r.get('frame_timeouts', 0) for r in rows),
             'step_timeouts': sum(r.get('step_timeouts', 0) for r in rows),
@@ -215,7 +217,8 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
                                                   'divert_m', 'fuel_kg', 'vertical_speed_m_s',
                                                   'touchdown_xy_m', 'sunlit_share',
                                                   'certified', 'map_safe_cells',
-                                                  'map_false_safe_cells', 'error')}
+                                                  'map_false_safe_cells',
+                                                  'map_gross_false_safe_cells', 'error')}
                            for r in rows] for mode, rows in results.items()},
     }
 

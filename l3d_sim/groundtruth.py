@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from l3d_ros.config import HazardConfig, load_node_config
-from l3d_ros.dataset import HAZARD_HAZARD, HAZARD_UNKNOWN
+from l3d_ros.dataset import HAZARD_UNKNOWN
 from l3d_ros.hazard import (GridGeometry, hazard_from_dem, HazardLayers, OCCUPANCY_SAFE_MAX,
                             pixel_hazard)
 from l3d_sim.terrain import Terrain
@@ -142,44 +142,70 @@ def ground_truth_hazard(terrain: Terrain, points_world_m: np.ndarray,
     return pixel_hazard(points_world_m, layers)
 
 
-def false_safe_cells(occupancy: np.ndarray, map_grid: GridGeometry, gt_hazard: np.ndarray,
-                     gt_grid: GridGeometry, nav_bias_xy_m) -> tuple[int, int]:
-    """(cells the map grades safe that the ground truth judges, those of them truly hazard).
+# true margins (max of slope / limit and roughness / limit) a safe-graded map cell is counted
+# over: any hazard (> 1, which near the limit also counts cells a few cm over it, where point
+# samples and the truth's area-mean cells differ) and a gross one (> 1.2: a 0.36 m rock, 12 deg)
+FALSE_SAFE_OVER = (1.0, 1.2)
 
-    How well a perceived hazard map is calibrated, cell by cell: both label a cell by the
-    section 4 test of a lander centred on it, so a cell graded safe (OccupancyGrid 0..49) whose
-    true label is hazard is ground the HDA would certify wrongly. The map lies in the frame
-    the navigation believes (camera poses carry the run's constant position bias), so a map
-    cell's centre q is true ground q - nav_bias_xy_m. Cells whose true ground is off
-    `gt_grid` or unknown (255) there are not judged.
+
+def false_safe_cells(occupancy: np.ndarray, map_grid: GridGeometry, gt_margin: np.ndarray,
+                     gt_grid: GridGeometry, nav_bias_xy_m,
+                     over: tuple[float, ...] = FALSE_SAFE_OVER) -> tuple[int, ...]:
+    """(cells the map grades safe that the ground truth judges, then for each of `over` the
+    number of them whose true margin exceeds it).
+
+    How well a perceived hazard map is calibrated, cell by cell: both judge a cell by the
+    section 4 test of a lander centred on it (true margin = max(slope / slope_max, roughness /
+    roughness_max) on the true DEM; hazard above 1), so a cell graded safe (OccupancyGrid
+    0..49) whose true margin exceeds 1 is ground the HDA would certify wrongly. The map lies in
+    the frame the navigation believes (camera poses carry the run's constant position bias), so
+    a map cell's centre q is true ground q - nav_bias_xy_m. Cells whose true ground is off
+    `gt_grid` or has no margin (NaN: unknown) are not judged.
     """
-    occupancy, gt_hazard = np.asarray(occupancy), np.asarray(gt_hazard)
-    if occupancy.shape != tuple(map_grid.shape) or gt_hazard.shape != tuple(gt_grid.shape):
-        raise ValueError(f'occupancy {occupancy.shape} / gt_hazard {gt_hazard.shape}: expected '
+    occupancy, gt_margin = np.asarray(occupancy), np.asarray(gt_margin, np.float32)
+    if occupancy.shape != tuple(map_grid.shape) or gt_margin.shape != tuple(gt_grid.shape):
+        raise ValueError(f'occupancy {occupancy.shape} / gt_margin {gt_margin.shape}: expected '
                          f'the shapes of their grids {map_grid.shape} / {gt_grid.shape}')
     rows, cols = np.nonzero((occupancy >= 0) & (occupancy <= OCCUPANCY_SAFE_MAX))
     x, y = map_grid.cell_centre(rows, cols)
     bias = np.asarray(nav_bias_xy_m, np.float64).reshape(-1)[:2]
     gi, gj = gt_grid.cell_index(x - bias[0], y - bias[1])
-    truth = np.full(gi.shape, HAZARD_UNKNOWN, np.uint8)
+    truth = np.full(gi.shape, np.nan, np.float32)
     inside = gi >= 0
-    truth[inside] = gt_hazard[gi[inside], gj[inside]]
-    judged = truth != HAZARD_UNKNOWN
-    return int(judged.sum()), int((truth[judged] == HAZARD_HAZARD).sum())
+    truth[inside] = gt_margin[gi[inside], gj[inside]]
+    truth = truth[np.isfinite(truth)]
+    return (int(truth.size), *(int((truth > v).sum()) for v in over))
 
 
-def map_false_safe(arrays: dict, nav_bias_xy_m) -> tuple[int, int] | None:
+def true_margin(layers: HazardLayers) -> np.ndarray:
+    """(H, W) float32 section 4 margin of true hazard layers, NaN where unknown."""
+    return np.where(layers.hazard == HAZARD_UNKNOWN, np.float32(np.nan),
+                    np.asarray(layers.margin, np.float32))
+
+
+def map_false_safe(arrays: dict, nav_bias_xy_m,
+                   cfg: HazardConfig | None = None) -> tuple[int, ...] | None:
     """`false_safe_cells` of a landing's saved arrays (the simulator's result.npz: the last
-    hazard map and the true hazard over its extent); None when no map was received."""
-    if 'map_occupancy' not in arrays or 'gt_hazard' not in arrays:
+    hazard map, the true margins over its extent - or, from older runs, the true heights,
+    judged here with `cfg`); None when no map was received."""
+    if 'map_occupancy' not in arrays:
         return None
-    occ, gt = np.asarray(arrays['map_occupancy']), np.asarray(arrays['gt_hazard'])
+    if 'gt_margin' in arrays:
+        margin = np.asarray(arrays['gt_margin'], np.float32)
+    elif 'gt_height_m' in arrays and cfg is not None:
+        margin = true_margin(hazard_from_dem(
+            np.asarray(arrays['gt_height_m'], np.float32), float(arrays['gt_cell_m']), cfg,
+            origin_xy_m=tuple(np.asarray(arrays['gt_origin_xy_m'], float)),
+            unseen_patches=False))
+    else:
+        return None
+    occ = np.asarray(arrays['map_occupancy'])
     map_grid = GridGeometry(tuple(np.asarray(arrays['map_origin_xy_m'], float)),
                             float(arrays['map_cell_m']), occ.shape)
     gt_grid = GridGeometry(tuple(np.asarray(arrays['gt_origin_xy_m'], float)),
-                           float(arrays['gt_cell_m']), gt.shape)
-    return false_safe_cells(occ, map_grid, gt, gt_grid, nav_bias_xy_m)
+                           float(arrays['gt_cell_m']), margin.shape)
+    return false_safe_cells(occ, map_grid, margin, gt_grid, nav_bias_xy_m)
 
 
 __all__ = ['DemCrop', 'node_hazard_config', 'crop_dem', 'view_hazard_layers',
-           'false_safe_cells', 'ground_truth_hazard', 'map_false_safe']
+           'false_safe_cells', 'ground_truth_hazard', 'map_false_safe', 'true_margin']

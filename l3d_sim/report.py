@@ -128,7 +128,7 @@ def plot_hazard_map(result: dict, arrays: dict, path: Path) -> None:
 def _table(summary: dict) -> list[str]:
     rows = ['| mode | runs | safe | safe rate (95 % CI) | certified: safe / landed | '
             'ground safe | speeds ok | divert median / max [m] | fuel mean [kg] | '
-            'latency median / p95 [s] | last maps: safe cells truly hazard |',
+            'latency median / p95 [s] | last maps: safe cells truly hazard / grossly |',
             '|---|---|---|---|---|---|---|---|---|---|---|']
     for mode, m in summary['modes'].items():
         lo, hi = wilson_interval(m['safe_landings'], m['runs'])
@@ -137,8 +137,9 @@ def _table(summary: dict) -> list[str]:
         cert = ('-' if m.get('certified') is None
                 else f'{m["certified_safe"]} / {m["certified"]}')
         false_safe = ('-' if m.get('map_false_safe_share') is None else
-                      f'{m["map_false_safe_cells"]} / {m["map_safe_cells"]} '
-                      f'({100 * m["map_false_safe_share"]:.3f} %)')
+                      f'{100 * m["map_false_safe_share"]:.3f} % / '
+                      f'{100 * m["map_gross_false_safe_share"]:.3f} % of '
+                      f'{m["map_safe_cells"]}')
         rows.append(f'| {mode} | {m["runs"]} | {m["safe_landings"]} | {m["safe_rate"]:.3f} '
                     f'({lo:.2f}-{hi:.2f}) | {cert} | {m["ground_safe"]} | {m["speed_ok"]} | '
                     f'{fmt(m["divert_m"]["median"])} / {fmt(m["divert_m"]["max"])} | '
@@ -202,8 +203,10 @@ def write_report(folder: Path, summary: dict, results: dict, out: Path) -> Path:
         f'- nominal target safe by ground truth in {summary["nominal_safe_rate"]:.2f} of runs',
         '', *_table(summary), '',
         'Last maps: of the cells each landing\'s last hazard map graded safe (OccupancyGrid '
-        '0-49) and the ground truth judges, those whose true section 4 label is hazard, at the '
-        'true ground under each cell (the map lies in the navigation frame, off by the run\'s '
+        '0-49) and the ground truth judges, the share whose true section 4 margin (max of '
+        'slope / limit, roughness / limit) exceeds 1 (hazard; near the limit this also counts '
+        'cells a few cm over it) and 1.2 (grossly: a 0.36 m rock, a 12 deg slope), at the true '
+        'ground under each cell (the map lies in the navigation frame, off by the run\'s '
         'position bias): the certification\'s calibration, cell by cell.', '',
         *_sunlit_table(summary),
         'Command of this campaign: `' + (summary.get('command') or 'l3d demo') + '`', '',

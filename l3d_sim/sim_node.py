@@ -50,7 +50,7 @@ from l3d_ros.runtime import keep_freed_memory
 from l3d_ros.site import frame_hazard
 from l3d_sim import lander as dyn
 from l3d_sim.config import load_sim_config, SIM_NODE_NAME, SimConfig
-from l3d_sim.groundtruth import crop_dem, map_false_safe
+from l3d_sim.groundtruth import crop_dem, map_false_safe, true_margin
 from l3d_sim.guidance import target_is_safe
 from l3d_sim.mission_config import load_mission_config, MissionConfig, params_file_from_args
 from l3d_sim.render import prepare_lighting, render_frame, shadow_mask, sunlit_share
@@ -295,9 +295,11 @@ class SimNode(Node):
                                                                self.sim.rig.height],
         }
         self._arrays = self._report_arrays(terrain, traj, last_map, result)
-        # calibration of the last map: cells it graded safe, and those truly hazard
-        judged = map_false_safe(self._arrays, bias[:2])
-        result['map_safe_cells'], result['map_false_safe_cells'] = judged or (None, None)
+        # calibration of the last map: cells it graded safe, those truly hazard, and those
+        # grossly so (l3d_sim.groundtruth.false_safe_cells)
+        (result['map_safe_cells'], result['map_false_safe_cells'],
+         result['map_gross_false_safe_cells']) = map_false_safe(self._arrays, bias[:2]) or (
+            None, None, None)
         return result
 
     def _publish_nav(self, stamp, state, nav, altimeter) -> None:
@@ -391,8 +393,9 @@ class SimNode(Node):
         crop = crop_dem(terrain, (lo[0], hi[0]), (lo[1], hi[1]), hc.cell_m)
         layers = hazard_from_dem(crop.height_m, crop.cell_m, hc, origin_xy_m=crop.origin_xy_m,
                                  unseen_patches=False)
-        arrays.update(gt_hazard=layers.hazard, gt_cell_m=layers.grid.cell_m,
-                      gt_origin_xy_m=layers.grid.origin_xy_m, gt_height_m=crop.height_m)
+        arrays.update(gt_hazard=layers.hazard, gt_margin=true_margin(layers),
+                      gt_cell_m=layers.grid.cell_m, gt_origin_xy_m=layers.grid.origin_xy_m,
+                      gt_height_m=crop.height_m)
         return arrays
 
     def _write(self, result: dict) -> None:

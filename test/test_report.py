@@ -108,9 +108,9 @@ def test_a_scan_map_certifies_a_target_only_with_its_whole_footprint_known_and_s
 
 
 def test_false_safe_cells_judge_each_safe_graded_cell_at_its_true_ground():
-    """A map cell graded safe (0..49) is compared with the true label of the ground under it,
+    """A map cell graded safe (0..49) is compared with the true margin of the ground under it,
     the map being off by the navigation bias; unproven, hazard and unknown map cells are not
-    counted, nor cells whose true ground is unknown (255) or off the truth's grid."""
+    counted, nor cells whose true ground is unknown (NaN) or off the truth's grid."""
     import numpy as np
     from l3d_ros.hazard import GridGeometry
     from l3d_sim.groundtruth import false_safe_cells, map_false_safe
@@ -120,40 +120,60 @@ def test_false_safe_cells_judge_each_safe_graded_cell_at_its_true_ground():
     occ[2, 5] = 60                                        # unproven: not counted
     occ[2, 6] = 100                                       # hazard: not counted
     occ[9, 9] = 0                                         # safe-graded; true ground off grid
-    truth = np.zeros((8, 8), np.uint8)                    # 1 m cells on (-1, -1)..(7, 7)
-    truth[4, 4] = 1                                       # hazard at true (3.5, 3.5)
-    truth[4, 5] = 255                                     # unknown at true (4.5, 3.5)
+    margin = np.full((8, 8), 0.5, np.float32)             # 1 m cells on (-1, -1)..(7, 7)
+    margin[4, 4] = 1.1                                    # hazard at true (3.5, 3.5)
+    margin[4, 5] = np.nan                                 # unknown at true (4.5, 3.5)
+    margin[3, 4] = 1.5                                    # gross hazard at true (3.5, 2.5)
     m_grid = GridGeometry((0.0, 0.0), 1.0, occ.shape)
-    t_grid = GridGeometry((-1.0, -1.0), 1.0, truth.shape)
-    # no bias: true (3.5, 2.5) and (4.5, 2.5) are safe ground
-    assert false_safe_cells(occ, m_grid, truth, t_grid, [0.0, 0.0]) == (2, 0)
+    t_grid = GridGeometry((-1.0, -1.0), 1.0, margin.shape)
+    # no bias: (3.5, 2.5) on the gross hazard, (4.5, 2.5) on safe ground
+    assert false_safe_cells(occ, m_grid, margin, t_grid, [0.0, 0.0]) == (2, 1, 1)
     # a bias of -1 m in y: the map lies 1 m south of the truth, so map (3.5, 2.5) is true
-    # (3.5, 3.5), the hazard; its neighbour is unknown ground, (9.5, 9.5) off the truth's grid
-    assert false_safe_cells(occ, m_grid, truth, t_grid, [0.0, -1.0]) == (1, 1)
+    # (3.5, 3.5), a hazard 10 % over; its neighbour is unknown ground, (9.5, 9.5) off the grid
+    assert false_safe_cells(occ, m_grid, margin, t_grid, [0.0, -1.0]) == (1, 1, 0)
     arrays = {'map_occupancy': occ, 'map_cell_m': 1.0, 'map_origin_xy_m': (0.0, 0.0),
-              'gt_hazard': truth, 'gt_cell_m': 1.0, 'gt_origin_xy_m': (-1.0, -1.0)}
-    assert map_false_safe(arrays, [0.0, -1.0]) == (1, 1)
-    assert map_false_safe({'gt_hazard': truth}, [0.0, 0.0]) is None     # no map received
+              'gt_margin': margin, 'gt_cell_m': 1.0, 'gt_origin_xy_m': (-1.0, -1.0)}
+    assert map_false_safe(arrays, [0.0, -1.0]) == (1, 1, 0)
+    assert map_false_safe({'gt_margin': margin}, [0.0, 0.0]) is None     # no map received
     with pytest.raises(ValueError, match='expected the shapes'):
-        false_safe_cells(occ, t_grid, truth, t_grid, [0.0, 0.0])
+        false_safe_cells(occ, t_grid, margin, t_grid, [0.0, 0.0])
+
+
+def test_older_runs_are_judged_from_their_true_heights():
+    """Results without true margins (older code) are judged from the saved true heights with
+    the hazard parameters given: a 0.6 m step under half the map is a gross hazard."""
+    import numpy as np
+    from l3d_ros.config import HazardConfig
+    from l3d_sim.groundtruth import map_false_safe
+    heights = np.zeros((60, 60), np.float32)              # 0.2 m cells, 12 m square
+    heights[:, 30:] = 0.6
+    arrays = {'map_occupancy': np.zeros((60, 60), np.int8), 'map_cell_m': 0.2,
+              'map_origin_xy_m': (0.0, 0.0), 'gt_height_m': heights, 'gt_cell_m': 0.2,
+              'gt_origin_xy_m': (0.0, 0.0)}
+    judged, wrong, gross = map_false_safe(arrays, [0.0, 0.0], HazardConfig())
+    assert judged > 0 and 0 < gross <= wrong < judged
+    assert map_false_safe(arrays, [0.0, 0.0]) is None                    # no parameters
 
 
 def test_campaign_sums_the_last_maps_false_safe_cells():
     from l3d_sim.campaign import summarize
     from l3d_sim.report import _table
 
-    def row(judged, wrong):
+    def row(judged, wrong, gross):
         return {'safe': True, 'nominal_safe': False, 'divert_m': 1.0, 'fuel_kg': 40.0,
                 'vertical_speed_m_s': 1.0, 'frames': [], 'certified': True,
-                'map_safe_cells': judged, 'map_false_safe_cells': wrong}
-    s = summarize({'hda': [row(300, 3), row(100, 1), row(None, None)],
-                   'blind': [row(None, None)]}, {})
+                'map_safe_cells': judged, 'map_false_safe_cells': wrong,
+                'map_gross_false_safe_cells': gross}
+    s = summarize({'hda': [row(300, 3, 1), row(100, 1, 0), row(None, None, None)],
+                   'blind': [row(None, None, None)]}, {})
     hda = s['modes']['hda']
-    assert (hda['map_safe_cells'], hda['map_false_safe_cells']) == (400, 4)
+    assert (hda['map_safe_cells'], hda['map_false_safe_cells'],
+            hda['map_gross_false_safe_cells']) == (400, 4, 1)
     assert hda['map_false_safe_share'] == pytest.approx(0.01)
+    assert hda['map_gross_false_safe_share'] == pytest.approx(0.0025)
     assert s['modes']['blind']['map_false_safe_share'] is None
     assert [r['map_false_safe_cells'] for r in s['per_run']['hda']] == [3, 1, None]
     table = _table(s)
-    assert any(line.startswith('| hda |') and line.endswith('| 4 / 400 (1.000 %) |')
+    assert any(line.startswith('| hda |') and line.endswith('| 1.000 % / 0.250 % of 400 |')
                for line in table)
     assert any(line.startswith('| blind |') and line.endswith('| - |') for line in table)
