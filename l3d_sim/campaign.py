@@ -157,17 +157,17 @@ def _count(rows: list[dict], test) -> int | None:
 
 
 def _false_safe(rows: list[dict]) -> dict:
-    """The last maps' calibration summed over the rows recording it: safe-graded cells
-    judged, those truly hazard and those grossly so, and the shares; None: none recorded."""
-    keys = ('map_safe_cells', 'map_false_safe_cells', 'map_gross_false_safe_cells')
+    """The touchdown discs' safe-graded cells summed over the rows recording them: judged,
+    truly hazard and grossly so, and the shares; None: none recorded."""
+    keys = ('site_safe_cells', 'site_false_safe_cells', 'site_gross_false_safe_cells')
     rec = [r for r in rows if all(r.get(k) is not None for k in keys)]
     if not rec:
-        return dict.fromkeys((*keys, 'map_false_safe_share', 'map_gross_false_safe_share'))
+        return dict.fromkeys((*keys, 'site_false_safe_share', 'site_gross_false_safe_share'))
     judged, wrong, gross = (sum(r[k] for r in rec) for k in keys)
-    return {'map_safe_cells': judged, 'map_false_safe_cells': wrong,
-            'map_gross_false_safe_cells': gross,
-            'map_false_safe_share': wrong / judged if judged else None,
-            'map_gross_false_safe_share': gross / judged if judged else None}
+    return {'site_safe_cells': judged, 'site_false_safe_cells': wrong,
+            'site_gross_false_safe_cells': gross,
+            'site_false_safe_share': wrong / judged if judged else None,
+            'site_gross_false_safe_share': gross / judged if judged else None}
 
 
 def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
@@ -191,9 +191,9 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
             'touchdown_vertical_speed_m_s': _stats([r.get('vertical_speed_m_s') for r in rows]),
             'perception_latency_s': _stats([f.get('latency_s') for r in rows
                                             for f in r.get('frames', [])]),
-            # the last maps' calibration: cells graded safe that the ground truth judges, those
-            # of them truly hazard and grossly so (l3d_sim.groundtruth.false_safe_cells);
-            # None: not recorded (older results, no map received)
+            # how the last maps judged the touchdown discs of the final targets: cells graded
+            # safe that the ground truth judges, those truly hazard and grossly so
+            # (l3d_sim.groundtruth.false_safe_cells); None: not recorded (older results)
             **_false_safe(rows),
             'frame_timeouts': sum(r.get('frame_timeouts', 0) for r in rows),
             'step_timeouts': sum(r.get('step_timeouts', 0) for r in rows),
@@ -216,9 +216,9 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
                                                   'ground_safe', 'speed_ok', 'nominal_safe',
                                                   'divert_m', 'fuel_kg', 'vertical_speed_m_s',
                                                   'touchdown_xy_m', 'sunlit_share',
-                                                  'certified', 'map_safe_cells',
-                                                  'map_false_safe_cells',
-                                                  'map_gross_false_safe_cells', 'error')}
+                                                  'certified', 'site_safe_cells',
+                                                  'site_false_safe_cells',
+                                                  'site_gross_false_safe_cells', 'error')}
                            for r in rows] for mode, rows in results.items()},
     }
 

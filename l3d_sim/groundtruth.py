@@ -149,10 +149,11 @@ FALSE_SAFE_OVER = (1.0, 1.2)
 
 
 def false_safe_cells(occupancy: np.ndarray, map_grid: GridGeometry, gt_margin: np.ndarray,
-                     gt_grid: GridGeometry, nav_bias_xy_m,
+                     gt_grid: GridGeometry, nav_bias_xy_m, disc: tuple | None = None,
                      over: tuple[float, ...] = FALSE_SAFE_OVER) -> tuple[int, ...]:
     """(cells the map grades safe that the ground truth judges, then for each of `over` the
-    number of them whose true margin exceeds it).
+    number of them whose true margin exceeds it); disc = (centre_xy_m, radius_m): only the
+    map cells centred within it (None: the whole map).
 
     How well a perceived hazard map is calibrated, cell by cell: both judge a cell by the
     section 4 test of a lander centred on it (true margin = max(slope / slope_max, roughness /
@@ -168,6 +169,10 @@ def false_safe_cells(occupancy: np.ndarray, map_grid: GridGeometry, gt_margin: n
                          f'the shapes of their grids {map_grid.shape} / {gt_grid.shape}')
     rows, cols = np.nonzero((occupancy >= 0) & (occupancy <= OCCUPANCY_SAFE_MAX))
     x, y = map_grid.cell_centre(rows, cols)
+    if disc is not None:
+        (cx, cy), radius = disc
+        near = np.hypot(x - cx, y - cy) <= radius
+        x, y = x[near], y[near]
     bias = np.asarray(nav_bias_xy_m, np.float64).reshape(-1)[:2]
     gi, gj = gt_grid.cell_index(x - bias[0], y - bias[1])
     truth = np.full(gi.shape, np.nan, np.float32)
@@ -183,11 +188,11 @@ def true_margin(layers: HazardLayers) -> np.ndarray:
                     np.asarray(layers.margin, np.float32))
 
 
-def map_false_safe(arrays: dict, nav_bias_xy_m,
+def map_false_safe(arrays: dict, nav_bias_xy_m, disc: tuple | None = None,
                    cfg: HazardConfig | None = None) -> tuple[int, ...] | None:
     """`false_safe_cells` of a landing's saved arrays (the simulator's result.npz: the last
     hazard map, the true margins over its extent - or, from older runs, the true heights,
-    judged here with `cfg`); None when no map was received."""
+    judged here with `cfg`) within `disc`; None when no map was received."""
     if 'map_occupancy' not in arrays:
         return None
     if 'gt_margin' in arrays:
@@ -204,7 +209,7 @@ def map_false_safe(arrays: dict, nav_bias_xy_m,
                             float(arrays['map_cell_m']), occ.shape)
     gt_grid = GridGeometry(tuple(np.asarray(arrays['gt_origin_xy_m'], float)),
                            float(arrays['gt_cell_m']), margin.shape)
-    return false_safe_cells(occ, map_grid, margin, gt_grid, nav_bias_xy_m)
+    return false_safe_cells(occ, map_grid, margin, gt_grid, nav_bias_xy_m, disc)
 
 
 __all__ = ['DemCrop', 'node_hazard_config', 'crop_dem', 'view_hazard_layers',

@@ -128,7 +128,7 @@ def plot_hazard_map(result: dict, arrays: dict, path: Path) -> None:
 def _table(summary: dict) -> list[str]:
     rows = ['| mode | runs | safe | safe rate (95 % CI) | certified: safe / landed | '
             'ground safe | speeds ok | divert median / max [m] | fuel mean [kg] | '
-            'latency median / p95 [s] | last maps: safe cells truly hazard / grossly |',
+            'latency median / p95 [s] | touchdown discs: safe cells truly hazard / grossly |',
             '|---|---|---|---|---|---|---|---|---|---|---|']
     for mode, m in summary['modes'].items():
         lo, hi = wilson_interval(m['safe_landings'], m['runs'])
@@ -136,10 +136,10 @@ def _table(summary: dict) -> list[str]:
         fmt = (lambda v: '-' if v is None else f'{v:.2f}')
         cert = ('-' if m.get('certified') is None
                 else f'{m["certified_safe"]} / {m["certified"]}')
-        false_safe = ('-' if m.get('map_false_safe_share') is None else
-                      f'{100 * m["map_false_safe_share"]:.3f} % / '
-                      f'{100 * m["map_gross_false_safe_share"]:.3f} % of '
-                      f'{m["map_safe_cells"]}')
+        false_safe = ('-' if m.get('site_false_safe_share') is None else
+                      f'{100 * m["site_false_safe_share"]:.3f} % / '
+                      f'{100 * m["site_gross_false_safe_share"]:.3f} % of '
+                      f'{m["site_safe_cells"]}')
         rows.append(f'| {mode} | {m["runs"]} | {m["safe_landings"]} | {m["safe_rate"]:.3f} '
                     f'({lo:.2f}-{hi:.2f}) | {cert} | {m["ground_safe"]} | {m["speed_ok"]} | '
                     f'{fmt(m["divert_m"]["median"])} / {fmt(m["divert_m"]["max"])} | '
@@ -202,12 +202,13 @@ def write_report(folder: Path, summary: dict, results: dict, out: Path) -> Path:
         f'- blind_safe_rate (no HDA, nominal target): {summary["blind_safe_rate"]}',
         f'- nominal target safe by ground truth in {summary["nominal_safe_rate"]:.2f} of runs',
         '', *_table(summary), '',
-        'Last maps: of the cells each landing\'s last hazard map graded safe (OccupancyGrid '
-        '0-49) and the ground truth judges, the share whose true section 4 margin (max of '
-        'slope / limit, roughness / limit) exceeds 1 (hazard; near the limit this also counts '
-        'cells a few cm over it) and 1.2 (grossly: a 0.36 m rock, a 12 deg slope), at the true '
-        'ground under each cell (the map lies in the navigation frame, off by the run\'s '
-        'position bias): the certification\'s calibration, cell by cell.', '',
+        'Touchdown discs: of the cells the last hazard map graded safe (OccupancyGrid 0-49) '
+        'within footprint/2 + terminal_error_m of the final target (where the lander may touch '
+        'down), the share whose true section 4 margin (max of slope / limit, roughness / '
+        'limit) exceeds 1 (hazard) and 1.2 (grossly: a 0.36 m rock, a 12 deg slope), judged at '
+        'the true ground under each cell (the map lies in the navigation frame, off by the '
+        'run\'s position bias): how far the certification can be trusted, before landings '
+        'fail. The oracle-depth loop shows the floor that the 0.2 m grids leave.', '',
         *_sunlit_table(summary),
         'Command of this campaign: `' + (summary.get('command') or 'l3d demo') + '`', '',
         'The target campaign (issue 8): `l3d land --runs 200 --seed 0 --workers 2 '

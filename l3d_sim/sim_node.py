@@ -295,11 +295,13 @@ class SimNode(Node):
                                                                self.sim.rig.height],
         }
         self._arrays = self._report_arrays(terrain, traj, last_map, result)
-        # calibration of the last map: cells it graded safe, those truly hazard, and those
-        # grossly so (l3d_sim.groundtruth.false_safe_cells)
-        (result['map_safe_cells'], result['map_false_safe_cells'],
-         result['map_gross_false_safe_cells']) = map_false_safe(self._arrays, bias[:2]) or (
-            None, None, None)
+        # how the last map judged the ground the lander may touch down on (the final target's
+        # touchdown disc, footprint + terminal_error_m each side): the cells it graded safe,
+        # those truly hazard and those grossly so (l3d_sim.groundtruth.false_safe_cells)
+        disc = (final_target, self.node_cfg.hazard.footprint_m / 2 + g.terminal_error_m)
+        (result['site_safe_cells'], result['site_false_safe_cells'],
+         result['site_gross_false_safe_cells']) = map_false_safe(
+            self._arrays, bias[:2], disc) or (None, None, None)
         return result
 
     def _publish_nav(self, stamp, state, nav, altimeter) -> None:

@@ -134,6 +134,10 @@ def test_false_safe_cells_judge_each_safe_graded_cell_at_its_true_ground():
     arrays = {'map_occupancy': occ, 'map_cell_m': 1.0, 'map_origin_xy_m': (0.0, 0.0),
               'gt_margin': margin, 'gt_cell_m': 1.0, 'gt_origin_xy_m': (-1.0, -1.0)}
     assert map_false_safe(arrays, [0.0, -1.0]) == (1, 1, 0)
+    # within a disc: only the cells centred in it; none around (9.5, 9.5) is judged
+    assert false_safe_cells(occ, m_grid, margin, t_grid, [0.0, 0.0], ((3.5, 2.5), 0.5)) == (
+        1, 1, 1)
+    assert map_false_safe(arrays, [0.0, 0.0], ((9.5, 9.5), 3.0)) == (0, 0, 0)
     assert map_false_safe({'gt_margin': margin}, [0.0, 0.0]) is None     # no map received
     with pytest.raises(ValueError, match='expected the shapes'):
         false_safe_cells(occ, t_grid, margin, t_grid, [0.0, 0.0])
@@ -150,7 +154,7 @@ def test_older_runs_are_judged_from_their_true_heights():
     arrays = {'map_occupancy': np.zeros((60, 60), np.int8), 'map_cell_m': 0.2,
               'map_origin_xy_m': (0.0, 0.0), 'gt_height_m': heights, 'gt_cell_m': 0.2,
               'gt_origin_xy_m': (0.0, 0.0)}
-    judged, wrong, gross = map_false_safe(arrays, [0.0, 0.0], HazardConfig())
+    judged, wrong, gross = map_false_safe(arrays, [0.0, 0.0], cfg=HazardConfig())
     assert judged > 0 and 0 < gross <= wrong < judged
     assert map_false_safe(arrays, [0.0, 0.0]) is None                    # no parameters
 
@@ -162,17 +166,17 @@ def test_campaign_sums_the_last_maps_false_safe_cells():
     def row(judged, wrong, gross):
         return {'safe': True, 'nominal_safe': False, 'divert_m': 1.0, 'fuel_kg': 40.0,
                 'vertical_speed_m_s': 1.0, 'frames': [], 'certified': True,
-                'map_safe_cells': judged, 'map_false_safe_cells': wrong,
-                'map_gross_false_safe_cells': gross}
+                'site_safe_cells': judged, 'site_false_safe_cells': wrong,
+                'site_gross_false_safe_cells': gross}
     s = summarize({'hda': [row(300, 3, 1), row(100, 1, 0), row(None, None, None)],
                    'blind': [row(None, None, None)]}, {})
     hda = s['modes']['hda']
-    assert (hda['map_safe_cells'], hda['map_false_safe_cells'],
-            hda['map_gross_false_safe_cells']) == (400, 4, 1)
-    assert hda['map_false_safe_share'] == pytest.approx(0.01)
-    assert hda['map_gross_false_safe_share'] == pytest.approx(0.0025)
-    assert s['modes']['blind']['map_false_safe_share'] is None
-    assert [r['map_false_safe_cells'] for r in s['per_run']['hda']] == [3, 1, None]
+    assert (hda['site_safe_cells'], hda['site_false_safe_cells'],
+            hda['site_gross_false_safe_cells']) == (400, 4, 1)
+    assert hda['site_false_safe_share'] == pytest.approx(0.01)
+    assert hda['site_gross_false_safe_share'] == pytest.approx(0.0025)
+    assert s['modes']['blind']['site_false_safe_share'] is None
+    assert [r['site_false_safe_cells'] for r in s['per_run']['hda']] == [3, 1, None]
     table = _table(s)
     assert any(line.startswith('| hda |') and line.endswith('| 1.000 % / 0.250 % of 400 |')
                for line in table)
