@@ -183,7 +183,8 @@ def false_safe_cells(occupancy: np.ndarray, map_grid: GridGeometry, gt_margin: n
 
 
 def true_margin(layers: HazardLayers) -> np.ndarray:
-    """(H, W) float32 section 4 margin of true hazard layers, NaN where unknown."""
+    """(H, W) float32 section 4 margin of true hazard layers, NaN where unknown (exact only
+    for layers computed with exact_roughness: elsewhere roughness is an upper bound)."""
     return np.where(layers.hazard == HAZARD_UNKNOWN, np.float32(np.nan),
                     np.asarray(layers.margin, np.float32))
 
@@ -201,7 +202,7 @@ def map_false_safe(arrays: dict, nav_bias_xy_m, disc: tuple | None = None,
         margin = true_margin(hazard_from_dem(
             np.asarray(arrays['gt_height_m'], np.float32), float(arrays['gt_cell_m']), cfg,
             origin_xy_m=tuple(np.asarray(arrays['gt_origin_xy_m'], float)),
-            unseen_patches=False))
+            exact_roughness=True, unseen_patches=False))
     else:
         return None
     occ = np.asarray(arrays['map_occupancy'])

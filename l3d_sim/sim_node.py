@@ -394,7 +394,7 @@ class SimNode(Node):
         hc = self.node_cfg.hazard
         crop = crop_dem(terrain, (lo[0], hi[0]), (lo[1], hi[1]), hc.cell_m)
         layers = hazard_from_dem(crop.height_m, crop.cell_m, hc, origin_xy_m=crop.origin_xy_m,
-                                 unseen_patches=False)
+                                 exact_roughness=True, unseen_patches=False)   # exact margins
         arrays.update(gt_hazard=layers.hazard, gt_margin=true_margin(layers),
                       gt_cell_m=layers.grid.cell_m, gt_origin_xy_m=layers.grid.origin_xy_m,
                       gt_height_m=crop.height_m)
