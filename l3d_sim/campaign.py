@@ -25,6 +25,7 @@ import yaml
 from l3d_ros.bringup import launch_nodes, stop
 from l3d_ros.config import default_config_path, NODE_NAME
 from l3d_sim.config import SIM_NODE_NAME
+from l3d_sim.groundtruth import SITE_KEYS
 from l3d_sim.mission_config import HDA_MODES, load_mission_config, MISSION_SECTION
 
 DOMAIN_FIRST, DOMAIN_COUNT = 102, 130     # ROS_DOMAIN_IDs 102..231 (valid on Linux)
@@ -156,14 +157,14 @@ def _count(rows: list[dict], test) -> int | None:
     return sum(bool(test(r)) for r in rows)
 
 
-def _false_safe(rows: list[dict]) -> dict:
+def false_safe_totals(rows: list[dict]) -> dict:
     """The touchdown discs' safe-graded cells summed over the rows recording them: judged,
     truly hazard and grossly so, and the shares; None: none recorded."""
-    keys = ('site_safe_cells', 'site_false_safe_cells', 'site_gross_false_safe_cells')
-    rec = [r for r in rows if all(r.get(k) is not None for k in keys)]
+    rec = [r for r in rows if all(r.get(k) is not None for k in SITE_KEYS)]
     if not rec:
-        return dict.fromkeys((*keys, 'site_false_safe_share', 'site_gross_false_safe_share'))
-    judged, wrong, gross = (sum(r[k] for r in rec) for k in keys)
+        return dict.fromkeys((*SITE_KEYS, 'site_false_safe_share',
+                              'site_gross_false_safe_share'))
+    judged, wrong, gross = (sum(r[k] for r in rec) for k in SITE_KEYS)
     return {'site_safe_cells': judged, 'site_false_safe_cells': wrong,
             'site_gross_false_safe_cells': gross,
             'site_false_safe_share': wrong / judged if judged else None,
@@ -194,7 +195,7 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
             # how the last maps judged the touchdown discs of the final targets: cells graded
             # safe that the ground truth judges, those truly hazard and grossly so
             # (l3d_sim.groundtruth.false_safe_cells); None: not recorded (older results)
-            **_false_safe(rows),
+            **false_safe_totals(rows),
             'frame_timeouts': sum(r.get('frame_timeouts', 0) for r in rows),
             'step_timeouts': sum(r.get('step_timeouts', 0) for r in rows),
             'by_sunlit': by_sunlit(rows),
@@ -216,9 +217,7 @@ def summarize(results: dict[str, list[dict]], meta: dict) -> dict:
                                                   'ground_safe', 'speed_ok', 'nominal_safe',
                                                   'divert_m', 'fuel_kg', 'vertical_speed_m_s',
                                                   'touchdown_xy_m', 'sunlit_share',
-                                                  'certified', 'site_safe_cells',
-                                                  'site_false_safe_cells',
-                                                  'site_gross_false_safe_cells', 'error')}
+                                                  'certified', *SITE_KEYS, 'error')}
                            for r in rows] for mode, rows in results.items()},
     }
 

@@ -146,6 +146,8 @@ def ground_truth_hazard(terrain: Terrain, points_world_m: np.ndarray,
 # over: any hazard (> 1, which near the limit also counts cells a few cm over it, where point
 # samples and the truth's area-mean cells differ) and a gross one (> 1.2: a 0.36 m rock, 12 deg)
 FALSE_SAFE_OVER = (1.0, 1.2)
+# what a landing's result records of its touchdown disc: `false_safe_cells`' three counts
+SITE_KEYS = ('site_safe_cells', 'site_false_safe_cells', 'site_gross_false_safe_cells')
 
 
 def false_safe_cells(occupancy: np.ndarray, map_grid: GridGeometry, gt_margin: np.ndarray,
@@ -214,4 +216,5 @@ def map_false_safe(arrays: dict, nav_bias_xy_m, disc: tuple | None = None,
 
 
 __all__ = ['DemCrop', 'node_hazard_config', 'crop_dem', 'view_hazard_layers',
-           'false_safe_cells', 'ground_truth_hazard', 'map_false_safe', 'true_margin']
+           'false_safe_cells', 'ground_truth_hazard', 'map_false_safe', 'SITE_KEYS',
+           'true_margin']

@@ -50,7 +50,7 @@ from l3d_ros.runtime import keep_freed_memory
 from l3d_ros.site import frame_hazard
 from l3d_sim import lander as dyn
 from l3d_sim.config import load_sim_config, SIM_NODE_NAME, SimConfig
-from l3d_sim.groundtruth import crop_dem, map_false_safe, true_margin
+from l3d_sim.groundtruth import crop_dem, map_false_safe, SITE_KEYS, true_margin
 from l3d_sim.guidance import target_is_safe
 from l3d_sim.mission_config import load_mission_config, MissionConfig, params_file_from_args
 from l3d_sim.render import prepare_lighting, render_frame, shadow_mask, sunlit_share
@@ -299,9 +299,8 @@ class SimNode(Node):
         # touchdown disc, footprint + terminal_error_m each side): the cells it graded safe,
         # those truly hazard and those grossly so (l3d_sim.groundtruth.false_safe_cells)
         disc = (final_target, self.node_cfg.hazard.footprint_m / 2 + g.terminal_error_m)
-        (result['site_safe_cells'], result['site_false_safe_cells'],
-         result['site_gross_false_safe_cells']) = map_false_safe(
-            self._arrays, bias[:2], disc) or (None, None, None)
+        result.update(zip(SITE_KEYS, map_false_safe(self._arrays, bias[:2], disc)
+                          or (None, None, None)))
         return result
 
     def _publish_nav(self, stamp, state, nav, altimeter) -> None:

@@ -18,18 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from l3d_ros.config import load_node_config
-from l3d_sim.groundtruth import map_false_safe
+from l3d_sim.campaign import false_safe_totals
+from l3d_sim.groundtruth import map_false_safe, SITE_KEYS
 from l3d_sim.mission_config import load_mission_config
 
-KEYS = ('safe_cells', 'false_safe_cells', 'gross_false_safe_cells')
 
-
-def campaign_calibration(out: Path) -> dict:
-    """{mode: {'runs', 'certified_runs', KEYS..., 'certified_' + KEYS...}}."""
+def campaign_rows(out: Path) -> dict:
+    """{mode: [{'certified', 'site_safe_cells', 'site_false_safe_cells',
+    'site_gross_false_safe_cells'}, ...]} of a campaign's run folders, as `l3d land` records
+    them."""
     table = {}
     for mode_dir in sorted(p for p in Path(out).iterdir() if p.is_dir()):
-        row = dict.fromkeys(('runs', 'certified_runs', *KEYS,
-                             *(f'certified_{k}' for k in KEYS)), 0)
+        rows = []
         for run in sorted(mode_dir.glob('run_*')):
             try:
                 result = json.loads((run / 'result.json').read_text())
@@ -43,23 +43,22 @@ def campaign_calibration(out: Path) -> dict:
                     hazard.footprint_m / 2 + guidance.terminal_error_m)
             judged = map_false_safe(arrays, result.get('nav_bias_m', [0.0, 0.0])[:2], disc,
                                     hazard)
-            if judged is None:
-                continue
-            row['runs'] += 1
-            row['certified_runs'] += bool(result.get('certified'))
-            for k, v in zip(KEYS, judged):
-                row[k] += v
-                if result.get('certified'):
-                    row[f'certified_{k}'] += v
-        if row['runs']:
-            table[mode_dir.name] = row
+            if judged is not None:
+                rows.append({'certified': bool(result.get('certified')),
+                             **dict(zip(SITE_KEYS, judged))})
+        if rows:
+            table[mode_dir.name] = rows
     return table
 
 
-def _fmt(row: dict, prefix: str = '') -> str:
-    n, wrong, gross = (row[prefix + k] for k in KEYS)
-    return (f'{wrong} ({100 * wrong / max(n, 1):.3f} %) truly hazard, {gross} '
-            f'({100 * gross / max(n, 1):.3f} %) grossly, of {n} safe-graded cells')
+def _fmt(rows: list[dict]) -> str:
+    t = false_safe_totals(rows)
+    if t['site_safe_cells'] is None:
+        return 'no safe-graded cells'
+    n = max(t['site_safe_cells'], 1)
+    wrong, gross = t['site_false_safe_cells'], t['site_gross_false_safe_cells']
+    return (f'{wrong} ({100 * wrong / n:.3f} %) truly hazard, {gross} '
+            f'({100 * gross / n:.3f} %) grossly, of {t["site_safe_cells"]} safe-graded cells')
 
 
 def main() -> int:
@@ -67,9 +66,10 @@ def main() -> int:
     parser.add_argument('out', type=Path, nargs='+', help='campaign per-landing folders')
     args = parser.parse_args()
     for out in args.out:
-        for mode, row in campaign_calibration(out).items():
-            print(f'{out} {mode}: certified runs {row["certified_runs"]}: '
-                  f'{_fmt(row, "certified_")}; all {row["runs"]} runs: {_fmt(row)}')
+        for mode, rows in campaign_rows(out).items():
+            certified = [r for r in rows if r['certified']]
+            print(f'{out} {mode}: certified runs {len(certified)}: {_fmt(certified)}; '
+                  f'all {len(rows)} runs: {_fmt(rows)}')
     return 0
 
 
