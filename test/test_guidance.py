@@ -7,7 +7,7 @@ import pytest
 
 from l3d_ros.config import HazardConfig
 from l3d_ros.hazard import GridGeometry
-from l3d_sim.guidance import Guidance, target_is_safe
+from l3d_sim.guidance import footprint_values, Guidance, target_is_safe, touch_kernel
 from l3d_sim.lander import initial_state, site_is_safe, step, touchdown_verdict
 from l3d_sim.mission_config import GuidanceConfig, LanderConfig, TouchdownConfig
 from l3d_sim.sim_node import plant_hazard
@@ -103,6 +103,61 @@ def test_survey_leaves_a_target_whose_touchdown_disc_shows_a_hazard():
     g = Guidance(cfg, HAZARD, [0.1, 0.1])
     assert g.on_hazard(np.full(GRID.shape, 60, np.int8), GRID, None,
                        np.array([0.1, 0.1, 30.0]), 30.0) == 'no_site'
+
+
+def looking(cfg: GuidanceConfig | None = None) -> Guidance:
+    g = Guidance(cfg or GuidanceConfig(), HAZARD, [0.1, 0.1])
+    g.phase = 'look'
+    return g
+
+
+def test_touch_kernel_takes_the_cells_footprint_values_takes():
+    # radii off the half-cell lattice: at an exact tie (a square touching the rim) the
+    # kernel takes the cell and footprint_values may or may not, by rounding
+    for radius in (2.05, 2.45, 0.33):
+        occ = np.arange(GRID.shape[0] * GRID.shape[1], dtype=np.int64).reshape(GRID.shape)
+        k = touch_kernel(radius, GRID.cell_m)
+        n = k.shape[0] // 2
+        window = occ[50 - n:50 + n + 1, 50 - n:50 + n + 1]
+        x, y = GRID.cell_centre(np.array([50]), np.array([50]))
+        expected = footprint_values(occ, GRID, np.array([x[0], y[0]]), 2 * radius)
+        assert sorted(window[k > 0].tolist()) == sorted(expected.tolist())
+
+
+def test_looking_uncertified_moves_to_the_touchdown_disc_of_least_worst_grade():
+    """No site certified while looking: every cell measured, unproven. The target's touchdown
+    disc holds a cell of strong evidence (95); ground 3-9 m east is unproven but weakly
+    (55), the rest 70. The target moves there, onto a disc wholly of 55, and stays when the
+    next map shows the same; the survey (not looking) would not move for a 0.5 promise."""
+    occ = np.full(GRID.shape, 70, np.int8)
+    occ[50, 51] = 95                                   # under the target's disc
+    occ[20:80, 65:95] = 55                             # 3-9 m east, 12 m tall
+    g = looking()
+    assert g.on_hazard(occ, GRID, None, np.array([0.1, 0.1, 20.0]), 20.0) == 'settle'
+    values = footprint_values(occ, GRID, g.target_xy_m, g.touchdown_diameter_m)
+    assert values is not None and values.max() == 55
+    assert g.target_xy_m[0] < 6.5                      # the nearest such disc, not any
+    assert g.on_hazard(occ, GRID, None, np.array([*g.target_xy_m, 20.0]), 20.0) == 'no_site'
+    survey = Guidance(GuidanceConfig(), HAZARD, [0.1, 0.1])
+    survey.phase = 'hda'
+    assert survey.on_hazard(occ, GRID, None, np.array([0.1, 0.1, 30.0]), 30.0) != 'settle'
+
+
+def test_looking_uncertified_treats_unknown_as_hazard_and_keeps_the_budget():
+    """Unknown ground (a shadow) promises nothing: a patch graded nowhere is never the least
+    worst. A better disc beyond the divert budget or this height's reach is not taken."""
+    occ = np.full(GRID.shape, 70, np.int8)
+    occ[30:70, 70:95] = -1                             # unknown 4-9 m east
+    g = looking()
+    assert g.on_hazard(occ, GRID, None, np.array([0.1, 0.1, 20.0]), 20.0) == 'no_site'
+    np.testing.assert_allclose(g.target_xy_m, [0.1, 0.1])
+    occ = np.full(GRID.shape, 70, np.int8)
+    occ[20:80, 65:95] = 55                             # 3-9 m east
+    low = looking()                                    # 3 m of reach at 3 m of height
+    assert low.on_hazard(occ, GRID, None, np.array([0.1, 0.1, 3.0]), 3.0) == 'no_site'
+    tight = looking(replace(GuidanceConfig(), divert_max_m=4.0))
+    assert tight.on_hazard(occ, GRID, None, np.array([0.1, 0.1, 20.0]), 20.0) == 'no_site'
+    np.testing.assert_allclose(tight.target_xy_m, [0.1, 0.1])
 
 
 @settings(max_examples=8, deadline=None)
