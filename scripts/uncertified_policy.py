@@ -29,10 +29,12 @@ from l3d_sim.mission_config import load_mission_config
 
 def true_margins(arrays: dict, hazard) -> tuple[np.ndarray, GridGeometry]:
     """The run's true section 4 margins and their grid (saved, or from the saved heights)."""
+    saved = arrays.get('gt_margin')
     grid = GridGeometry(tuple(np.asarray(arrays['gt_origin_xy_m'], float)),
-                        float(arrays['gt_cell_m']), np.shape(arrays['gt_height_m']))
-    if 'gt_margin' in arrays:
-        return np.asarray(arrays['gt_margin'], np.float32), grid
+                        float(arrays['gt_cell_m']),
+                        np.shape(arrays['gt_height_m'] if saved is None else saved))
+    if saved is not None:
+        return np.asarray(saved, np.float32), grid
     layers = hazard_from_dem(np.asarray(arrays['gt_height_m'], np.float32), grid.cell_m,
                              hazard, origin_xy_m=grid.origin_xy_m, exact_roughness=True,
                              unseen_patches=False)
