@@ -191,13 +191,11 @@ def true_margin(layers: HazardLayers) -> np.ndarray:
                     np.asarray(layers.margin, np.float32))
 
 
-def map_false_safe(arrays: dict, nav_bias_xy_m, disc: tuple | None = None,
-                   cfg: HazardConfig | None = None) -> tuple[int, ...] | None:
-    """`false_safe_cells` of a landing's saved arrays (the simulator's result.npz: the last
-    hazard map, the true margins over its extent - or, from older runs, the true heights,
-    judged here with `cfg`) within `disc`; None when no map was received."""
-    if 'map_occupancy' not in arrays:
-        return None
+def saved_true_margin(arrays: dict, cfg: HazardConfig | None = None
+                      ) -> tuple[np.ndarray, GridGeometry] | None:
+    """The true section 4 margins of a landing's saved arrays (the simulator's result.npz) and
+    their grid: as saved (`gt_margin`), or, from older runs, judged here from the saved true
+    heights with `cfg`; None when neither is possible."""
     if 'gt_margin' in arrays:
         margin = np.asarray(arrays['gt_margin'], np.float32)
     elif 'gt_height_m' in arrays and cfg is not None:
@@ -207,14 +205,26 @@ def map_false_safe(arrays: dict, nav_bias_xy_m, disc: tuple | None = None,
             exact_roughness=True, unseen_patches=False))
     else:
         return None
+    return margin, GridGeometry(tuple(np.asarray(arrays['gt_origin_xy_m'], float)),
+                                float(arrays['gt_cell_m']), margin.shape)
+
+
+def map_false_safe(arrays: dict, nav_bias_xy_m, disc: tuple | None = None,
+                   cfg: HazardConfig | None = None) -> tuple[int, ...] | None:
+    """`false_safe_cells` of a landing's saved arrays (the last hazard map and
+    `saved_true_margin`, with `cfg` for older runs) within `disc`; None when no map was
+    received or no truth can be had."""
+    if 'map_occupancy' not in arrays:
+        return None
+    truth = saved_true_margin(arrays, cfg)
+    if truth is None:
+        return None
     occ = np.asarray(arrays['map_occupancy'])
     map_grid = GridGeometry(tuple(np.asarray(arrays['map_origin_xy_m'], float)),
                             float(arrays['map_cell_m']), occ.shape)
-    gt_grid = GridGeometry(tuple(np.asarray(arrays['gt_origin_xy_m'], float)),
-                           float(arrays['gt_cell_m']), margin.shape)
-    return false_safe_cells(occ, map_grid, margin, gt_grid, nav_bias_xy_m, disc)
+    return false_safe_cells(occ, map_grid, *truth, nav_bias_xy_m, disc)
 
 
 __all__ = ['DemCrop', 'node_hazard_config', 'crop_dem', 'view_hazard_layers',
-           'false_safe_cells', 'ground_truth_hazard', 'map_false_safe', 'SITE_KEYS',
-           'true_margin']
+           'false_safe_cells', 'ground_truth_hazard', 'map_false_safe', 'saved_true_margin',
+           'SITE_KEYS', 'true_margin']

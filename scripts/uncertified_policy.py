@@ -21,24 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from l3d_ros.config import load_node_config
-from l3d_ros.hazard import GridGeometry, hazard_from_dem
-from l3d_sim.groundtruth import true_margin
+from l3d_ros.hazard import GridGeometry
+from l3d_sim.groundtruth import saved_true_margin
 from l3d_sim.guidance import Guidance
 from l3d_sim.mission_config import load_mission_config
-
-
-def true_margins(arrays: dict, hazard) -> tuple[np.ndarray, GridGeometry]:
-    """The run's true section 4 margins and their grid (saved, or from the saved heights)."""
-    saved = arrays.get('gt_margin')
-    grid = GridGeometry(tuple(np.asarray(arrays['gt_origin_xy_m'], float)),
-                        float(arrays['gt_cell_m']),
-                        np.shape(arrays['gt_height_m'] if saved is None else saved))
-    if saved is not None:
-        return np.asarray(saved, np.float32), grid
-    layers = hazard_from_dem(np.asarray(arrays['gt_height_m'], np.float32), grid.cell_m,
-                             hazard, origin_xy_m=grid.origin_xy_m, exact_roughness=True,
-                             unseen_patches=False)
-    return true_margin(layers), grid
 
 
 def truly_safe(xy_map_m, nav_bias_xy_m, margin: np.ndarray, grid: GridGeometry,
@@ -64,7 +50,10 @@ def judge_run(run: Path) -> tuple[bool, bool, bool] | None:
         return None
     hazard = load_node_config(run / 'params.yaml').hazard
     guidance_cfg = load_mission_config(run / 'params.yaml').guidance
-    margin, gt_grid = true_margins(arrays, hazard)
+    truth = saved_true_margin(arrays, hazard)
+    if truth is None:
+        return None
+    margin, gt_grid = truth
     occ = np.asarray(arrays['map_occupancy'])
     grid = GridGeometry(tuple(np.asarray(arrays['map_origin_xy_m'], float)),
                         float(arrays['map_cell_m']), occ.shape)
