@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from l3d_ros.backends.base import DepthResult
+from l3d_ros.backends.subpixel import noise_sigma
 from l3d_ros.config import LowLightConfig
 from l3d_ros.dataset import HAZARD_HAZARD, HAZARD_SAFE
 from l3d_ros.geometry import StereoCalib
@@ -41,22 +42,6 @@ MATCH_WINDOW_SIGMA_PX = 2.5     # Gaussian window whose gradient energy sets the
 TEXTURE_RATIO_MAX = 1e3          # rho of a window without any texture
 SIGNAL_RATIO_MAX = 1.0           # binned pixels above this rho carry nothing either way
 SIGNAL_SHARE_MIN = 0.05          # frames with less such signal stay at full resolution
-NOISE_SAMPLE_STEP = 2            # the noise estimate reads every 2nd row
-_LAPLACIAN_DIFFERENCE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-
-
-def noise_sigma(image01: np.ndarray) -> float:
-    """Sensor noise sigma of a grey image, in its units: Immerkaer's estimator (the image
-    filtered by the difference of two Laplacians, which cancels smooth signal), with the
-    median absolute response in place of the mean so that edges and texture barely bias it.
-    White noise of sigma s gives a response of sigma 6 s."""
-    img = np.asarray(image01, np.float32)
-    if img.ndim != 2 or min(img.shape) < 3:
-        raise ValueError(f'image shape {img.shape}: expected (H, W) with H, W >= 3')
-    response = cv2.filter2D(img, cv2.CV_32F, _LAPLACIAN_DIFFERENCE,
-                            borderType=cv2.BORDER_REPLICATE)
-    inner = np.abs(response[1:-1:NOISE_SAMPLE_STEP, 1:-1])
-    return float(1.4826 * np.median(inner) / 6.0)
 
 
 def texture_ratio(image01: np.ndarray, noise: float,

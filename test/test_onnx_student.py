@@ -13,7 +13,7 @@ import torch
 from l3d_ros.backends.onnx_student import (disparity_to_result, EXPOSURE_GAIN_RANGE,
                                            match_exposure, OnnxStudentBackend)
 from l3d_ros.backends.subpixel import refine_disparity
-from l3d_ros.config import StudentConfig
+from l3d_ros.config import load_node_config, StudentConfig
 from l3d_ros.geometry import depth_to_disparity, StereoCalib
 from l3d_train.export import export_onnx, manifest_entry, training_input_mean, update_manifest
 from l3d_train.students import StereoStudent, StudentSpec
@@ -92,9 +92,12 @@ def test_exposure_is_matched_with_one_gain_for_both_images():
     assert 0.5 * (a.mean() + b.mean()) == pytest.approx(0.24, rel=1e-5)
     np.testing.assert_allclose(b / a, right / left, rtol=1e-5)     # the pair's match is kept
     assert a.dtype == np.float32 and a.max() <= 1.0
-    dark = np.full((32, 48), 0.01, np.float32)                      # gain limited
+    twelve_bit = left / 16                  # 12-bit data in a 16-bit image: 1/16 of the scale
+    a, _ = match_exposure(twelve_bit, twelve_bit, 0.24)
+    assert a.mean() == pytest.approx(0.24, rel=1e-5)
+    dark = np.full((32, 48), 0.001, np.float32)                     # gain limited
     a, _ = match_exposure(dark, dark, 0.24)
-    assert a.mean() == pytest.approx(0.01 * EXPOSURE_GAIN_RANGE[1])
+    assert a.mean() == pytest.approx(0.001 * EXPOSURE_GAIN_RANGE[1])
     assert match_exposure(left, right, None)[0] is left
     assert match_exposure(0 * left, 0 * right, 0.24)[0].max() == 0
 
@@ -129,7 +132,6 @@ def test_distill_evaluates_students_as_the_node_runs_them(exported, tmp_path):
     """The flight student's manifest figures come from a backend set up as the node's:
     exposure matched to the training mean, the node's sub-pixel window and frame
     verification, the student's range guard."""
-    from l3d_ros.config import load_node_config
     from l3d_ros.dataset import StereoPair, write_pair
     from l3d_train.distill_cli import node_backend
     calib = StereoCalib(fx=40.0, fy=40.0, cx=23.5, cy=15.5, baseline_m=1.0, width=48, height=32)
@@ -159,7 +161,6 @@ def _sim_pair(altitude_m: tuple[float, float], seed: int):
     """One 512 x 512 simulator pair at camera heights in altitude_m (the shipped rig)."""
     from dataclasses import replace
 
-    from l3d_ros.config import load_node_config
     from l3d_sim.config import load_sim_config
     from l3d_sim.dataset import render_pair
     sim = load_sim_config()
@@ -238,6 +239,32 @@ def test_shipped_student_leaves_untextured_ground_unknown():
     result = backend.compute(left, right, frame.calib)
     assert (result.confidence[210:290, 215:290] == 0).all()
     assert (result.confidence[:150] > 0).mean() > 0.8      # textured ground keeps its depth
+
+
+def test_shipped_student_matches_12_bit_data_in_a_16_bit_image_as_8_bit():
+    """A 12-bit camera publishing mono16 fills 1/16 of the grey scale: the texture's variance
+    is 1/256 of the 8-bit pair's, below what an 8-bit camera's noise allows, and the network
+    sees a pair 16x darker than it learned. The exposure gain and the texture threshold follow
+    the pair (match_exposure, subpixel.texture_min_of): the student keeps as much of the
+    12-bit pair as of the 8-bit one, as accurately (it kept 8 % before, against 96 %)."""
+    backend = OnnxStudentBackend.from_manifest(SHIPPED.parent, StudentConfig(
+        model=str(SHIPPED)), subpixel_window_px=2.5)
+    left, right, frame = _sim_pair((60.0, 80.0), 11)
+    rng = np.random.default_rng(0)
+
+    def twelve_bit(img):                     # the same scene, 12-bit levels, 1 DN of noise
+        dn = np.round(img * 4095 + rng.normal(0, 1.0, img.shape))
+        return (np.clip(dn, 0, 4095) / 65535).astype(np.float32)
+
+    ok = np.isfinite(frame.depth_m)
+    kept = {}
+    for name, (a, b) in {'8': (left, right), '12': (twelve_bit(left), twelve_bit(right))}.items():
+        result = backend.compute(a, b, frame.calib)
+        depth = result.depth_m
+        good = ok & np.isfinite(depth) & (result.confidence >= load_node_config().confidence_min)
+        kept[name] = good.sum() / ok.sum()
+        assert np.median(np.abs(depth[good] / frame.depth_m[good] - 1)) < 0.01
+    assert kept['8'] > 0.8 and kept['12'] > kept['8'] - 0.05
 
 
 def _true_disparity_student(subpixel_window_px: float):

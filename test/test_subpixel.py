@@ -3,7 +3,8 @@ match verification by window ZNCC."""
 import numpy as np
 import pytest
 
-from l3d_ros.backends.subpixel import match_peak, match_zncc, refine_disparity, refine_in_passes
+from l3d_ros.backends.subpixel import (match_peak, match_zncc, refine_disparity, refine_in_passes,
+                                       TEXTURE_MIN, TEXTURE_MIN_FLOOR, texture_min_of)
 
 
 def textured_pair(a, b=0.0, c=0.0, shape=(96, 160), seed=0, wavelengths_px=(4.0, 24.0)):
@@ -168,6 +169,31 @@ def test_zncc_is_nan_without_texture_and_names_bad_input():
         match_zncc(flat, flat, flat[:, 1:])
     with pytest.raises(ValueError, match='window_sigma_px=-1'):
         match_zncc(flat, flat, flat, window_sigma_px=-1)
+
+
+def test_zncc_texture_threshold_follows_the_cameras_noise():
+    """Faint texture read by a quiet camera (12-bit levels in a 16-bit image: 1/16 of the grey
+    scale) has a variance far below an 8-bit camera's noise. The threshold is 3x the pair's own
+    noise variance: that texture verifies as at full scale, noise alone still does not, and an
+    8-bit camera of 1 DN or more keeps TEXTURE_MIN."""
+    left, right, d = textured_pair(9.3, 0.01, -0.004)
+    rng = np.random.default_rng(1)
+
+    def camera(img, contrast, levels, full_scale, sigma_dn):
+        dn = np.round((0.5 + contrast * (img - 0.5)) * levels + rng.normal(0, sigma_dn, img.shape))
+        return (np.clip(dn, 0, levels) / full_scale).astype(np.float32)
+
+    faint = [camera(img, 0.06, 4095, 65535, 1.0) for img in (left, right)]
+    assert TEXTURE_MIN_FLOOR * 0.03 ** 2 <= texture_min_of(*faint) < 1e-3 * TEXTURE_MIN
+    fixed = inner(match_zncc(*faint, visible(d), texture_min=TEXTURE_MIN), 24)
+    assert np.isfinite(fixed).mean() < 0.01                   # the 8-bit threshold: all flat
+    zncc = inner(match_zncc(*faint, visible(d)), 24)
+    assert np.isfinite(zncc).mean() > 0.99 and np.nanmedian(zncc) > 0.9
+    flat = np.full((96, 160), 0.5, np.float32)
+    noise = [camera(flat, 1.0, 4095, 65535, 1.0) for _ in range(2)]
+    assert np.isnan(match_zncc(*noise, np.full(flat.shape, 3.0, np.float32))).mean() > 0.99
+    eight_bit = [camera(img, 0.5, 255, 255, 1.0) for img in (left, right)]
+    assert texture_min_of(*eight_bit) == TEXTURE_MIN
 
 
 def test_match_peak_flags_a_disparity_the_images_do_not_support():

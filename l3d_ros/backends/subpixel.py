@@ -39,6 +39,52 @@ import cv2
 import numpy as np
 
 
+NOISE_SAMPLE_STEP = 2            # the noise estimate reads every 2nd row
+_LAPLACIAN_DIFFERENCE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+# match_zncc's texture threshold: a window whose grey-level variance (levels in [0, 1]) is not
+# above TEXTURE_MIN carries no texture to verify a match against, on the 8-bit camera of 1 DN
+# noise it was set for (3x that noise's variance), which `noise_sigma` reads as 0.988 DN (the
+# median absolute response of its quantised image is 4 DN), the next reading down being 0.741
+# DN. A camera read as quieter than TEXTURE_NOISE_REF has its threshold scaled by its noise
+# variance, never below TEXTURE_MIN_FLOOR x the pair's mean grey level squared, so that
+# float32 rounding of a flat window's variance (~1e-7 x its level squared) is not texture
+TEXTURE_MIN = 5e-5
+TEXTURE_NOISE_REF = 0.98 / 255
+TEXTURE_MIN_FLOOR = 1e-6
+
+
+def noise_sigma(image01: np.ndarray) -> float:
+    """Sensor noise sigma of a grey image, in its units: Immerkaer's estimator (the image
+    filtered by the difference of two Laplacians, which cancels smooth signal), with the
+    median absolute response in place of the mean so that edges and texture barely bias it.
+    White noise of sigma s gives a response of sigma 6 s."""
+    img = np.asarray(image01, np.float32)
+    if img.ndim != 2 or min(img.shape) < 3:
+        raise ValueError(f'image shape {img.shape}: expected (H, W) with H, W >= 3')
+    response = cv2.filter2D(img, cv2.CV_32F, _LAPLACIAN_DIFFERENCE,
+                            borderType=cv2.BORDER_REPLICATE)
+    inner = np.abs(response[1:-1:NOISE_SAMPLE_STEP, 1:-1])
+    return float(1.4826 * np.median(inner) / 6.0)
+
+
+def texture_min_of(left: np.ndarray, right: np.ndarray) -> float:
+    """`match_zncc`'s texture threshold for this pair: TEXTURE_MIN x (noise / TEXTURE_NOISE_REF)^2,
+    the noise being the noisier image's `noise_sigma`, at most TEXTURE_MIN and at least
+    TEXTURE_MIN_FLOOR x the square of the pair's mean grey level.
+
+    The images' grey levels are fractions of full scale, so texture that a quiet camera
+    resolves (12- or 16-bit, or 12-bit data in a 16-bit image, whose levels fill only 1/16 of
+    the scale) has a variance far below an 8-bit camera's noise: the 8-bit threshold called it
+    flat (12-bit data in 16-bit pairs lost 60-100 % of the student's matches, `l3d eval`
+    completeness 0.29 against SGBM's 0.86). A camera read as noisy as the 8-bit one or more
+    keeps TEXTURE_MIN: the estimate reads fine texture as noise (up to 7 DN at 150 m for 1 DN),
+    and the ZNCC and peak tests reject what noise matches."""
+    sigma = max(noise_sigma(left), noise_sigma(right))
+    level = 0.5 * (float(np.mean(left)) + float(np.mean(right)))
+    scaled = TEXTURE_MIN * (sigma / TEXTURE_NOISE_REF) ** 2
+    return float(min(TEXTURE_MIN, max(TEXTURE_MIN_FLOOR * level * level, scaled)))
+
+
 @lru_cache(maxsize=4)
 def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """(cols, rows) float32 (h, w) pixel coordinates, made once per image size (read-only)."""
@@ -210,6 +256,8 @@ def _zncc(left, right, disparity_px, window_sigma_px, texture_min, shifts_px):
     OpenCV arithmetic (three shifts at 512 px: 14 ms, against 22 ms for three numpy
     match_zncc calls on this 2-core VM)."""
     left, right, disp = _checked(left, right, disparity_px, window_sigma_px)
+    if texture_min is None:
+        texture_min = texture_min_of(left, right)
     valid = np.isfinite(disp)
     cols, rows = _pixel_grid(*disp.shape)
     base = cv2.subtract(cols, np.where(valid, disp, np.float32(0)).astype(np.float32))
@@ -245,13 +293,13 @@ def _zncc(left, right, disparity_px, window_sigma_px, texture_min, shifts_px):
 
 
 def match_zncc(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
-               window_sigma_px: float = 2.5, texture_min: float = 5e-5) -> np.ndarray:
+               window_sigma_px: float = 2.5, texture_min: float | None = None) -> np.ndarray:
     """Zero-mean normalised cross-correlation of each left pixel's Gaussian window with the
     right image warped by the disparity: (H, W) float32 in [-1, 1], 1 a perfect match.
 
     NaN where the disparity is NaN, or where either window's grey-level variance is below
-    texture_min (grey levels in [0, 1], squared; the default is 3x the variance of 1 DN of
-    8-bit noise: below it there is no texture to verify the match against), and where the
+    texture_min (grey levels in [0, 1], squared; None: `texture_min_of` the pair, 3x its
+    noise variance: below it there is no texture to verify the match against), and where the
     match u - disparity falls outside the right image (no correspondence). A correct match
     on textured ground scores near 1 (noise and the two views' emission angles lower it a
     little); a wrong one near 0.
@@ -261,7 +309,7 @@ def match_zncc(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
 
 def match_peak(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
                window_sigma_px: float = 2.5, step_px: float = 1.0,
-               texture_min: float = 5e-5) -> tuple[np.ndarray, np.ndarray]:
+               texture_min: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(zncc, off_peak): `match_zncc` of the disparity, and (H, W) bool True where the
     disparity is not at its correlation peak: the ZNCC is higher at disparity +- step_px, a
     match the images do not support (False where the ZNCC is NaN). On held-out simulator pairs
@@ -273,4 +321,5 @@ def match_peak(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
         return zncc, np.fmax(below, above) > zncc
 
 
-__all__ = ['match_peak', 'match_zncc', 'refine_disparity', 'refine_in_passes']
+__all__ = ['match_peak', 'match_zncc', 'noise_sigma', 'refine_disparity', 'refine_in_passes',
+           'texture_min_of']
