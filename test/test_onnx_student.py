@@ -1,4 +1,5 @@
 """ONNX export and the torch-free runtime backend: parity, sha256 refusal, metric depth."""
+from dataclasses import replace
 import json
 import os
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from l3d_ros.backends.onnx_student import (disparity_to_result, EXPOSURE_GAIN_RANGE,
-                                           match_exposure, OnnxStudentBackend)
+                                           match_exposure, OnnxStudentBackend, TILE_ASPECT_MAX,
+                                           tile_owners, tile_starts)
 from l3d_ros.backends.subpixel import refine_disparity
 from l3d_ros.config import load_node_config, StudentConfig
 from l3d_ros.geometry import depth_to_disparity, StereoCalib
@@ -159,7 +161,6 @@ SHIPPED = Path(__file__).resolve().parent.parent / 'models' / 'manifest.json'
 
 def _sim_pair(altitude_m: tuple[float, float], seed: int):
     """One 512 x 512 simulator pair at camera heights in altitude_m (the shipped rig)."""
-    from dataclasses import replace
 
     from l3d_sim.config import load_sim_config
     from l3d_sim.dataset import render_pair
@@ -221,11 +222,78 @@ def test_range_end_disparities_are_unknown(exported):
     _, folder = exported
     backend = OnnxStudentBackend.from_manifest(folder, StudentConfig(model='manifest.json'))
     assert backend.max_disp_px == SPEC.max_disp_px
+    disp = np.tile(np.float32([3.0, 6.9, 7.0, 9.0]), (32, 12))[None, None]
     backend.session = type('Fixed', (), {'run': staticmethod(lambda names, feeds: [
-        np.array([[[[3.0, 6.9, 7.0, 9.0]]]], np.float32),
-        np.full((1, 1, 1, 4), 0.9, np.float32)])})()
-    _, conf = backend.infer(np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float32))
-    np.testing.assert_array_equal(conf, np.float32([[0.9, 0.9, 0.0, 0.0]]))   # >= 8 - 1 px
+        disp, np.full(disp.shape, 0.9, np.float32)])})()
+    _, conf = backend.infer(np.zeros((32, 48), np.float32), np.zeros((32, 48), np.float32))
+    np.testing.assert_array_equal(conf[:, :4], np.float32([[0.9, 0.9, 0.0, 0.0]] * 32))  # >= 7
+
+
+@pytest.mark.parametrize('length,size,overlap', [(48, 48, 10), (100, 48, 10), (455, 256, 56),
+                                                 (1000, 256, 56), (341, 256, 64)])
+def test_tiles_cover_the_canvas_and_each_column_comes_from_a_tile_that_can_match_it(
+        length, size, overlap):
+    starts = tile_starts(length, size, overlap)
+    assert starts[0] == 0 and starts[-1] + size == max(length, size)
+    assert all(b - a <= size - overlap + 1 for a, b in zip(starts, starts[1:]))
+    skip = overlap - 8                                  # the matcher's range within the overlap
+    owner = tile_owners(starts, size, length, skip)
+    at = np.arange(length) - np.asarray(starts)[owner]  # column within its tile
+    assert (at >= 0).all() and (at < size).all()
+    assert (at[owner > 0] >= skip).all()                # never in a tile's unmatched strip
+
+
+def test_a_wide_pair_runs_in_tiles_at_one_scale_on_both_axes(exported):
+    """A pair whose aspect differs from the input's is scaled alike on both axes and run in
+    input-size tiles: each canvas pixel holds its own tile's output for it."""
+    _, folder = exported
+    backend = OnnxStudentBackend.from_manifest(folder, StudentConfig(model='manifest.json'))
+    h, w = backend.input_size                                   # (32, 48)
+    assert backend.canvas_size((64, 96)) == (h, w)              # the input's aspect: one resize
+    assert backend.canvas_size((64, 120)) == (h, w)             # within TILE_ASPECT_MAX
+    assert backend.canvas_size((64, 256)) == (32, 128)          # 4:1 -> 32 x 128
+    assert backend.canvas_size((256, 64)) == (192, 48)
+    seen = []
+
+    def run(names, feeds):                  # "disparity" = the canvas column the tile saw
+        left = feeds['left'][0, 0]
+        seen.append(left.shape)
+        return [left[None, None].copy(), np.full((1, 1) + left.shape, 0.5, np.float32)]
+
+    backend.session = type('Fake', (), {'run': staticmethod(run)})()
+    backend.input_mean = None
+    column = np.broadcast_to(np.arange(128, dtype=np.float32), (32, 128)).copy()
+    disp, conf = backend.run_tiles(column, column)
+    assert set(seen) == {(h, w)} and len(seen) == 4             # overlapping by 8 + 3 px
+    np.testing.assert_array_equal(disp, column)
+    np.testing.assert_array_equal(conf, 0.5)
+
+
+def test_shipped_student_reads_a_wide_pair_as_well_as_a_square_one():
+    """A 16:9 pair squeezed into the square input is read at two scales, 3.75x and 2.1x here;
+    tiled at one (2.1x), as the square pairs it learned, more of it is kept, more accurately
+    (960 x 540, 60 deg: completeness 0.931 -> 0.954, AbsRel 0.0010 -> 0.0007)."""
+    from l3d_sim.config import load_sim_config
+    from l3d_sim.dataset import render_pair
+    sim = load_sim_config()
+    sim = replace(sim, rig=replace(sim.rig, width=960, height=540, hfov_deg=60.0),
+                  dataset=replace(sim.dataset, altitude_min_m=40.0, altitude_max_m=60.0,
+                                  sun_elevation_min_deg=10.0))
+    frame = render_pair(sim, load_node_config().hazard, 3, 0)[0]
+    left, right = (img.astype(np.float32) / 255 for img in (frame.left, frame.right))
+    backend = OnnxStudentBackend.from_manifest(SHIPPED.parent, StudentConfig(
+        model=str(SHIPPED)), subpixel_window_px=2.5)
+    ok = np.isfinite(frame.depth_m)
+    scores = {}
+    for name, aspect_max in (('squeezed', 100.0), ('tiled', TILE_ASPECT_MAX)):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr('l3d_ros.backends.onnx_student.TILE_ASPECT_MAX', aspect_max)
+            result = backend.compute(left, right, frame.calib)
+        good = ok & np.isfinite(result.depth_m) & (result.confidence >= 0.3)
+        error = np.abs(result.depth_m[good] / frame.depth_m[good] - 1)
+        scores[name] = (good.sum() / ok.sum(), error.mean())
+    assert scores['tiled'][0] > scores['squeezed'][0] + 0.015
+    assert scores['tiled'][1] < scores['squeezed'][1]
 
 
 def test_shipped_student_leaves_untextured_ground_unknown():

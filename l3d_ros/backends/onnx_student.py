@@ -3,8 +3,11 @@
 The model (models/manifest.json, INTERFACES.md section 8) takes the rectified pair resized to its
 fixed input size, `left` and `right` (1, 1, h, w) float32 grey in [0, 1], and returns
 `disparity_px` (1, 1, h, w), the left view's disparity in pixels of the input resolution, and
-`confidence` (1, 1, h, w) in [0, 1]. Depth is never a learned scale: the disparity is rescaled
-to the image width and depth_m = fx * baseline_m / disparity_px with the pair's calibration.
+`confidence` (1, 1, h, w) in [0, 1]. A pair whose aspect differs from the input's by more than
+TILE_ASPECT_MAX is scaled alike on both axes and run in overlapping input-size tiles
+(`OnnxStudentBackend.canvas_size`, `run_tiles`). Depth is never a learned scale: the disparity
+is rescaled to the image width and depth_m = fx * baseline_m / disparity_px with the pair's
+calibration.
 The file's sha256 must match the manifest, or the backend refuses it (the pipeline then runs
 SGBM).
 
@@ -87,6 +90,30 @@ REFINE_REACH_PX = 0.75              # each refinement pass moves a disparity at 
 REFINE_PASSES = (2, 2, 1)           # Lucas-Kanade steps of each refinement pass
 VERIFY_TEXTURED_MIN = 0.05          # fewer textured pixels than this share: unverifiable
 VERIFY_ZNCC_MIN = 0.5               # a match verifies when its window ZNCC reaches this
+
+
+TILE_ASPECT_MAX = 1.4               # an image's aspect within this of the input's: one resize
+
+
+def tile_starts(length: int, size: int, overlap: int) -> list[int]:
+    """Offsets of the fewest windows of `size` that cover [0, length), each overlapping the
+    next by at least `overlap` (length <= size: one window at 0)."""
+    if length <= size:
+        return [0]
+    n = -(-(length - overlap) // (size - overlap))
+    return [int(round(x)) for x in np.linspace(0, length - size, max(n, 2))]
+
+
+def tile_owners(starts: list[int], size: int, length: int, skip: int) -> np.ndarray:
+    """(length,) int index of the window each position is taken from: window k + 1 takes over
+    halfway between its start + skip (the first `skip` positions of a window along the
+    baseline have no match inside it: their right-image match lies left of the window) and the
+    end of window k."""
+    owner = np.zeros(length, np.int64)
+    for k in range(1, len(starts)):
+        switch = (min(starts[k] + skip, starts[k - 1] + size) + starts[k - 1] + size) // 2
+        owner[switch:] = k
+    return owner
 
 
 def pair_mean(left01: np.ndarray, right01: np.ndarray) -> float:
@@ -214,15 +241,54 @@ class OnnxStudentBackend:
                    (entry.get('spec') or {}).get('max_disp_px'), cfg.verify_unmatched_max)
 
     def infer(self, left01: np.ndarray, right01: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W) images in [0, 1] -> disparity [px at input width], confidence, both (h, w);
-        confidence 0 at the end of the matcher's range."""
+        """(H, W) images in [0, 1] -> disparity [px at the canvas width], confidence, both at
+        `canvas_size` (the input size unless the image's aspect differs from it); confidence 0
+        at the end of the matcher's range."""
         left01, right01 = match_exposure(left01, right01, self.input_mean)
-        feeds = {name: resize_to(np.asarray(img, np.float32), self.input_size)[None, None]
-                 for name, img in (('left', left01), ('right', right01))}
-        disp, conf = self.session.run(['disparity_px', 'confidence'], feeds)
-        disp, conf = disp[0, 0], conf[0, 0]
+        canvas = self.canvas_size(np.asarray(left01).shape)
+        left_c, right_c = (resize_to(np.asarray(img, np.float32), canvas)
+                           for img in (left01, right01))
+        disp, conf = self.run_tiles(left_c, right_c)
         if self.max_disp_px is not None:
             conf = np.where(disp < self.max_disp_px - RANGE_END_PX, conf, np.float32(0))
+        return disp, conf
+
+    def canvas_size(self, shape_hw: tuple[int, int]) -> tuple[int, int]:
+        """The size the pair is resized to: the input size when the image's aspect is within
+        TILE_ASPECT_MAX of it; else the image scaled alike on both axes until it covers the
+        input size (one side equal to it), run in overlapping input-size tiles (`run_tiles`).
+        The network learned one scale on both axes: a 16:9 image squeezed into its square
+        input read with AbsRel 0.0042 and completeness 0.64, against SGBM's 0.0023 / 0.71."""
+        H, W = int(shape_hw[0]), int(shape_hw[1])
+        h, w = self.input_size
+        s = max(h / H, w / W)
+        canvas = (max(h, int(round(H * s))), max(w, int(round(W * s))))
+        if max(canvas[0] / h, canvas[1] / w) <= TILE_ASPECT_MAX:
+            return (h, w)
+        return canvas
+
+    def run_tiles(self, left_c: np.ndarray, right_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network over a (hc, wc) canvas at least the input size: one run per input-size
+        tile, tiles along the baseline overlapping by the matcher's range plus a margin (the
+        first max_disp_px columns of a tile cannot find their match inside it), across it by a
+        quarter tile; each canvas pixel from one tile (`tile_owners`)."""
+        h, w = self.input_size
+        hc, wc = left_c.shape
+        reach = int(np.ceil(self.max_disp_px)) if self.max_disp_px is not None else w // 4
+        cols = tile_starts(wc, w, min(w - 1, reach + w // 16))
+        rows = tile_starts(hc, h, h // 4)
+        col_owner = tile_owners(cols, w, wc, reach)
+        row_owner = tile_owners(rows, h, hc, 0)
+        disp = np.empty((hc, wc), np.float32)
+        conf = np.empty((hc, wc), np.float32)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                feeds = {name: np.ascontiguousarray(img[r:r + h, c:c + w])[None, None]
+                         for name, img in (('left', left_c), ('right', right_c))}
+                d, q = self.session.run(['disparity_px', 'confidence'], feeds)
+                mine = np.ix_(np.flatnonzero(row_owner == i), np.flatnonzero(col_owner == j))
+                disp[mine] = d[0, 0][mine[0] - r, mine[1] - c]
+                conf[mine] = q[0, 0][mine[0] - r, mine[1] - c]
         return disp, conf
 
     def compute(self, left01: np.ndarray, right01: np.ndarray,
