@@ -94,12 +94,14 @@ def test_exposure_is_matched_with_one_gain_for_both_images():
     assert 0.5 * (a.mean() + b.mean()) == pytest.approx(0.24, rel=1e-5)
     np.testing.assert_allclose(b / a, right / left, rtol=1e-5)     # the pair's match is kept
     assert a.dtype == np.float32 and a.max() <= 1.0
-    twelve_bit = left / 16                  # 12-bit data in a 16-bit image: 1/16 of the scale
-    a, _ = match_exposure(twelve_bit, twelve_bit, 0.24)
-    assert a.mean() == pytest.approx(0.24, rel=1e-5)
-    dark = np.full((32, 48), 0.001, np.float32)                     # gain limited
-    a, _ = match_exposure(dark, dark, 0.24)
-    assert a.mean() == pytest.approx(0.001 * EXPOSURE_GAIN_RANGE[1])
+    y, x = np.mgrid[0:32, 0:48]
+    scene = 0.6 + 0.2 * np.sin(x / 3.0) * np.cos(y / 4.0)          # smooth ground
+    dn8 = np.round(0.05 * scene * 255 + rng.normal(0, 1, scene.shape)) / 255
+    a, _ = match_exposure(dn8.astype(np.float32), dn8.astype(np.float32), 0.24)
+    assert a.mean() == pytest.approx(dn8.mean() * EXPOSURE_GAIN_RANGE[1], rel=1e-5)  # limited
+    dn12 = np.round(scene * 4095 + rng.normal(0, 1, scene.shape)) / 65535  # 12 bit in 16
+    a, _ = match_exposure(dn12.astype(np.float32), dn12.astype(np.float32), 0.24)
+    assert a.mean() == pytest.approx(0.24, rel=1e-5)              # a quiet camera: lifted
     assert match_exposure(left, right, None)[0] is left
     assert match_exposure(0 * left, 0 * right, 0.24)[0].max() == 0
 

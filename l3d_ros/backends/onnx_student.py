@@ -58,7 +58,8 @@ import numpy as np
 import onnxruntime as ort
 
 from l3d_ros.backends.base import DepthResult, unseen_by_right
-from l3d_ros.backends.subpixel import match_peak, refine_in_passes
+from l3d_ros.backends.subpixel import (match_peak, noise_sigma, refine_in_passes,
+                                       TEXTURE_NOISE_REF)
 from l3d_ros.config import StudentConfig
 from l3d_ros.geometry import disparity_to_depth, StereoCalib
 
@@ -82,9 +83,12 @@ def resize_to(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-# joint gain limits of `match_exposure`: up to 64 so that 12-bit data in a 16-bit image (1/16
-# of the scale; mean grey 0.01-0.04 on the simulator's scenes) reaches the training exposure
-EXPOSURE_GAIN_RANGE = (0.25, 64.0)
+# joint gain limits of `match_exposure`: at most 4 on the 8-bit camera of 1 DN noise the student
+# learned, more (up to 64) on a quieter one, as far as the gain keeps its noise within what 4
+# does to that camera: 12-bit data in a 16-bit image fills 1/16 of the scale (mean grey
+# 0.01-0.04 on the simulator's scenes)
+EXPOSURE_GAIN_RANGE = (0.25, 4.0)
+EXPOSURE_GAIN_QUIET_MAX = 64.0
 RANGE_END_PX = 1.0                  # disparities this close to max_disp_px get confidence 0
 REFINE_REACH_PX = 0.75              # each refinement pass moves a disparity at most this [px]
 REFINE_PASSES = (2, 2, 1)           # Lucas-Kanade steps of each refinement pass
@@ -128,8 +132,10 @@ def match_exposure(left01: np.ndarray, right01: np.ndarray,
 
     The student learned the exposure of its training scenes; a much brighter or darker pair is
     out of distribution (its disparity drifts by up to 1.5 px). One gain for both images keeps
-    the photometric match between them. The gain is limited to EXPOSURE_GAIN_RANGE (it was 4 at
-    most: 12-bit data in a 16-bit image stayed 4-6x darker than the training images, and the
+    the photometric match between them. The gain is limited to EXPOSURE_GAIN_RANGE; above it
+    only on a camera quieter than the 8-bit one of 1 DN (`subpixel.noise_sigma` below
+    TEXTURE_NOISE_REF), by as much as it is quieter, up to EXPOSURE_GAIN_QUIET_MAX (with 4 at
+    most, 12-bit data in a 16-bit image stayed 4-6x darker than the training images, and the
     student kept 8-23 % of such a pair against 89-96 % of its 8-bit twin); None or a black
     pair: unchanged.
     """
@@ -138,7 +144,12 @@ def match_exposure(left01: np.ndarray, right01: np.ndarray,
     mean = pair_mean(left01, right01)
     if not mean > 0:
         return left01, right01
-    gain = np.float32(np.clip(input_mean / mean, *EXPOSURE_GAIN_RANGE))
+    low, high = EXPOSURE_GAIN_RANGE
+    if input_mean / mean > high:                  # dark: is the camera quieter than 8-bit?
+        noise = max(noise_sigma(left01), noise_sigma(right01))
+        high = high * TEXTURE_NOISE_REF / noise if noise > 0 else EXPOSURE_GAIN_QUIET_MAX
+        high = float(np.clip(high, EXPOSURE_GAIN_RANGE[1], EXPOSURE_GAIN_QUIET_MAX))
+    gain = np.float32(np.clip(input_mean / mean, low, high))
     return (np.clip(left01 * gain, 0.0, 1.0, dtype=np.float32),
             np.clip(right01 * gain, 0.0, 1.0, dtype=np.float32))
 
