@@ -3,8 +3,9 @@ match verification by window ZNCC."""
 import numpy as np
 import pytest
 
-from l3d_ros.backends.subpixel import (match_peak, match_zncc, refine_disparity, refine_in_passes,
-                                       TEXTURE_MIN, TEXTURE_MIN_FLOOR, texture_min_of)
+from l3d_ros.backends.subpixel import (is_8bit, match_peak, match_zncc, noise_sigma,
+                                       refine_disparity, refine_in_passes, TEXTURE_MIN,
+                                       TEXTURE_MIN_FLOOR, texture_min_of, TEXTURE_NOISE_REF)
 
 
 def textured_pair(a, b=0.0, c=0.0, shape=(96, 160), seed=0, wavelengths_px=(4.0, 24.0)):
@@ -194,6 +195,17 @@ def test_zncc_texture_threshold_follows_the_cameras_noise():
     assert np.isnan(match_zncc(*noise, np.full(flat.shape, 3.0, np.float32))).mean() > 0.99
     eight_bit = [camera(img, 0.5, 255, 255, 1.0) for img in (left, right)]
     assert texture_min_of(*eight_bit) == TEXTURE_MIN
+    dark = [camera(img, 0.02, 2, 255, 1.0) for img in (left, right)]    # clipped at black
+    assert noise_sigma(dark[0]) < TEXTURE_NOISE_REF and texture_min_of(*dark) == TEXTURE_MIN
+
+
+def test_8_bit_images_are_told_from_deeper_ones_by_their_grey_levels():
+    rng = np.random.default_rng(2)
+    dn8 = rng.integers(0, 256, (64, 80))
+    assert is_8bit(dn8 / np.float32(255)) and is_8bit(np.zeros((4, 4), np.float32))
+    assert is_8bit((dn8 * 257).astype(np.uint16) / np.float32(65535))     # 8 bit in 16
+    assert not is_8bit(rng.integers(0, 4096, (64, 80)) / np.float32(65535))  # 12 bit in 16
+    assert not is_8bit(rng.random((64, 80), np.float32))
 
 
 def test_match_peak_flags_a_disparity_the_images_do_not_support():

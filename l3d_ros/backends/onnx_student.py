@@ -58,7 +58,7 @@ import numpy as np
 import onnxruntime as ort
 
 from l3d_ros.backends.base import DepthResult, unseen_by_right
-from l3d_ros.backends.subpixel import (match_peak, noise_sigma, refine_in_passes,
+from l3d_ros.backends.subpixel import (is_8bit, match_peak, noise_sigma, refine_in_passes,
                                        TEXTURE_NOISE_REF)
 from l3d_ros.config import StudentConfig
 from l3d_ros.geometry import disparity_to_depth, StereoCalib
@@ -83,10 +83,10 @@ def resize_to(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-# joint gain limits of `match_exposure`: at most 4 on the 8-bit camera of 1 DN noise the student
-# learned, more (up to 64) on a quieter one, as far as the gain keeps its noise within what 4
-# does to that camera: 12-bit data in a 16-bit image fills 1/16 of the scale (mean grey
-# 0.01-0.04 on the simulator's scenes)
+# joint gain limits of `match_exposure`: at most 4 on 8-bit images (the student learned an 8-bit
+# camera of 1 DN noise), more (up to 64) on a deeper, quieter one, as far as the gain keeps its
+# noise within what 4 does to that camera: 12-bit data in a 16-bit image fills 1/16 of the
+# scale (mean grey 0.01-0.04 on the simulator's scenes)
 EXPOSURE_GAIN_RANGE = (0.25, 4.0)
 EXPOSURE_GAIN_QUIET_MAX = 64.0
 RANGE_END_PX = 1.0                  # disparities this close to max_disp_px get confidence 0
@@ -133,8 +133,9 @@ def match_exposure(left01: np.ndarray, right01: np.ndarray,
     The student learned the exposure of its training scenes; a much brighter or darker pair is
     out of distribution (its disparity drifts by up to 1.5 px). One gain for both images keeps
     the photometric match between them. The gain is limited to EXPOSURE_GAIN_RANGE; above it
-    only on a camera quieter than the 8-bit one of 1 DN (`subpixel.noise_sigma` below
-    TEXTURE_NOISE_REF), by as much as it is quieter, up to EXPOSURE_GAIN_QUIET_MAX (with 4 at
+    only on a deeper image (not `subpixel.is_8bit`) quieter than the 8-bit camera of 1 DN
+    (`subpixel.noise_sigma` below TEXTURE_NOISE_REF), by as much as it is quieter, up to
+    EXPOSURE_GAIN_QUIET_MAX (with 4 at
     most, 12-bit data in a 16-bit image stayed 4-6x darker than the training images, and the
     student kept 8-23 % of such a pair against 89-96 % of its 8-bit twin); None or a black
     pair: unchanged.
@@ -145,7 +146,7 @@ def match_exposure(left01: np.ndarray, right01: np.ndarray,
     if not mean > 0:
         return left01, right01
     low, high = EXPOSURE_GAIN_RANGE
-    if input_mean / mean > high:                  # dark: is the camera quieter than 8-bit?
+    if input_mean / mean > high and not (is_8bit(left01) and is_8bit(right01)):
         noise = max(noise_sigma(left01), noise_sigma(right01))
         high = high * TEXTURE_NOISE_REF / noise if noise > 0 else EXPOSURE_GAIN_QUIET_MAX
         high = float(np.clip(high, EXPOSURE_GAIN_RANGE[1], EXPOSURE_GAIN_QUIET_MAX))

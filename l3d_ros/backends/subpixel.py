@@ -43,14 +43,26 @@ NOISE_SAMPLE_STEP = 2            # the noise estimate reads every 2nd row
 _LAPLACIAN_DIFFERENCE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 # match_zncc's texture threshold: a window whose grey-level variance (levels in [0, 1]) is not
 # above TEXTURE_MIN carries no texture to verify a match against, on the 8-bit camera of 1 DN
-# noise it was set for (3x that noise's variance), which `noise_sigma` reads as 0.988 DN (the
-# median absolute response of its quantised image is 4 DN), the next reading down being 0.741
-# DN. A camera read as quieter than TEXTURE_NOISE_REF has its threshold scaled by its noise
-# variance, never below TEXTURE_MIN_FLOOR x the pair's mean grey level squared, so that
-# float32 rounding of a flat window's variance (~1e-7 x its level squared) is not texture
+# noise it was set for (3x that noise's variance); it holds for every 8-bit image (`is_8bit`),
+# whose quantisation (0.29 DN) bounds how quiet it can be and whose noise estimate is no
+# guide near 1 DN (a dark frame clipped at black reads 0.74 DN). A deeper image's threshold is
+# TEXTURE_MIN scaled by its noise variance over TEXTURE_NOISE_REF's (`noise_sigma` reads the
+# 8-bit 1 DN camera as 0.988 DN), at most TEXTURE_MIN, at least TEXTURE_MIN_FLOOR x the pair's
+# mean grey level squared, so that float32 rounding of a flat window's variance (~1e-7 x its
+# level squared) is not texture
 TEXTURE_MIN = 5e-5
 TEXTURE_NOISE_REF = 0.98 / 255
 TEXTURE_MIN_FLOOR = 1e-6
+EIGHT_BIT_SAMPLE = 4096          # pixels `is_8bit` reads
+
+
+def is_8bit(image01: np.ndarray) -> bool:
+    """True when an image's grey levels (in [0, 1]) are whole 8-bit steps k / 255: an 8-bit
+    camera's, also when stored in 16 bits as k * 257. Read on EIGHT_BIT_SAMPLE pixels spread
+    over the image."""
+    img = np.asarray(image01, np.float32).ravel()
+    sample = img[::max(1, img.size // EIGHT_BIT_SAMPLE)].astype(np.float64) * 255.0
+    return bool(np.all(np.abs(sample - np.round(sample)) < 1e-3))
 
 
 def noise_sigma(image01: np.ndarray) -> float:
@@ -68,17 +80,20 @@ def noise_sigma(image01: np.ndarray) -> float:
 
 
 def texture_min_of(left: np.ndarray, right: np.ndarray) -> float:
-    """`match_zncc`'s texture threshold for this pair: TEXTURE_MIN x (noise / TEXTURE_NOISE_REF)^2,
-    the noise being the noisier image's `noise_sigma`, at most TEXTURE_MIN and at least
-    TEXTURE_MIN_FLOOR x the square of the pair's mean grey level.
+    """`match_zncc`'s texture threshold for this pair: TEXTURE_MIN for 8-bit images; for
+    deeper ones TEXTURE_MIN x (noise / TEXTURE_NOISE_REF)^2, the noise being the noisier
+    image's `noise_sigma`, at most TEXTURE_MIN and at least TEXTURE_MIN_FLOOR x the square of
+    the pair's mean grey level.
 
     The images' grey levels are fractions of full scale, so texture that a quiet camera
     resolves (12- or 16-bit, or 12-bit data in a 16-bit image, whose levels fill only 1/16 of
     the scale) has a variance far below an 8-bit camera's noise: the 8-bit threshold called it
     flat (12-bit data in 16-bit pairs lost 60-100 % of the student's matches, `l3d eval`
-    completeness 0.29 against SGBM's 0.86). A camera read as noisy as the 8-bit one or more
-    keeps TEXTURE_MIN: the estimate reads fine texture as noise (up to 7 DN at 150 m for 1 DN),
-    and the ZNCC and peak tests reject what noise matches."""
+    completeness 0.29 against SGBM's 0.86). A deep camera read as noisy as the 8-bit one or
+    more keeps TEXTURE_MIN: the estimate reads fine texture as noise (up to 7 DN at 150 m for
+    1 DN), and the ZNCC and peak tests reject what noise matches."""
+    if is_8bit(left) and is_8bit(right):
+        return TEXTURE_MIN
     sigma = max(noise_sigma(left), noise_sigma(right))
     level = 0.5 * (float(np.mean(left)) + float(np.mean(right)))
     scaled = TEXTURE_MIN * (sigma / TEXTURE_NOISE_REF) ** 2
@@ -321,5 +336,5 @@ def match_peak(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
         return zncc, np.fmax(below, above) > zncc
 
 
-__all__ = ['match_peak', 'match_zncc', 'noise_sigma', 'refine_disparity', 'refine_in_passes',
-           'texture_min_of']
+__all__ = ['is_8bit', 'match_peak', 'match_zncc', 'noise_sigma', 'refine_disparity',
+           'refine_in_passes', 'texture_min_of']
