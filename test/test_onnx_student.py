@@ -269,6 +269,9 @@ def test_a_wide_pair_runs_in_tiles_at_one_scale_on_both_axes(exported):
     assert set(seen) == {(h, w)} and len(seen) == 4             # overlapping by 8 + 3 px
     np.testing.assert_array_equal(disp, column)
     np.testing.assert_array_equal(conf, 0.5)
+    strip = np.zeros((2, 2000), np.float32)                  # 1:1000 -> 32 x 32000: refused
+    with pytest.raises(ValueError, match=r'needs \d+ tiles, more than 16'):
+        backend.infer(strip, strip)
 
 
 def test_shipped_student_reads_a_wide_pair_as_well_as_a_square_one():

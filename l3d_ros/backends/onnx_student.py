@@ -97,6 +97,7 @@ VERIFY_ZNCC_MIN = 0.5               # a match verifies when its window ZNCC reac
 
 
 TILE_ASPECT_MAX = 1.4               # an image's aspect within this of the input's: one resize
+TILES_MAX = 16                      # more tiles than this: the frame is refused (SGBM's)
 
 
 def tile_starts(length: int, size: int, overlap: int) -> list[int]:
@@ -289,6 +290,11 @@ class OnnxStudentBackend:
         reach = int(np.ceil(self.max_disp_px)) if self.max_disp_px is not None else w // 4
         cols = tile_starts(wc, w, min(w - 1, reach + w // 16))
         rows = tile_starts(hc, h, h // 4)
+        if len(rows) * len(cols) > TILES_MAX:
+            raise ValueError(f'image resized to {hc} x {wc} for the {h} x {w} student input '
+                             f'needs {len(rows) * len(cols)} tiles, more than {TILES_MAX}: '
+                             'an aspect this far from the input\'s is not a stereo camera it '
+                             'can serve')
         col_owner = tile_owners(cols, w, wc, reach)
         row_owner = tile_owners(rows, h, hc, 0)
         disp = np.empty((hc, wc), np.float32)
