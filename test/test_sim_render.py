@@ -177,3 +177,18 @@ def test_sgbm_recovers_the_rendered_depth():
     sigma_z = 40.0 ** 2 * 0.25 / (frame.calib.fx * frame.calib.baseline_m)   # 0.28 m
     assert ok.mean() > 0.8
     assert np.median(err) < 2 * sigma_z
+
+
+@pytest.mark.parametrize('cells', [2001, 2049, 2829])
+def test_height_lookup_off_a_large_terrain_stays_inside_the_array(cells):
+    """Rays that leave the terrain are clamped to its last cell; on grids of 2049 cells or
+    more, cells - 1.0001 rounds to cells - 1 in float32 and the lookup read past the array (a
+    70 deg camera at 150 m, 2829 cells of 0.1 m)."""
+    from l3d_sim.render import _patch
+    height = np.arange(cells * cells, dtype=np.float32).reshape(cells, cells) / cells
+    far = np.float32([cells + 5.0, cells - 0.5, -3.0])
+    h, _, _, inside = _patch(height, far, far[::-1].copy())
+    assert np.isfinite(h).all() and not inside.any()
+    h, dr, dc, inside = _patch(height, np.float32([1.5]), np.float32([2.25]))
+    assert inside.all() and h[0] == pytest.approx((1.5 * cells + 2.25) / cells, rel=1e-5)
+    assert dr[0] == pytest.approx(1.0, rel=1e-4) and dc[0] == pytest.approx(1 / cells, rel=1e-3)
