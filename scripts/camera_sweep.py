@@ -74,11 +74,14 @@ def dataset(work: Path, name: str, pairs: int, seed: int) -> Path:
     if out.exists():
         raise FileExistsError(f'{out} holds another dataset; remove it or choose another WORK')
     overrides, _ = CAMERAS[name]
+    partial = out.with_name(out.name + '.partial')      # renamed once whole
+    shutil.rmtree(partial, ignore_errors=True)
     if overrides is None:
-        shift_to_12_bit(dataset(work, 'sixteen_bit', pairs, seed), out)
+        shift_to_12_bit(dataset(work, 'sixteen_bit', pairs, seed), partial)
     else:
-        write_dataset(out, pairs, seed, camera_config(overrides), node_hazard_config(),
+        write_dataset(partial, pairs, seed, camera_config(overrides), node_hazard_config(),
                       progress=False)
+    partial.rename(out)
     return out
 
 
