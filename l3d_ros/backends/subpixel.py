@@ -313,11 +313,11 @@ def match_zncc(left: np.ndarray, right: np.ndarray, disparity_px: np.ndarray,
     right image warped by the disparity: (H, W) float32 in [-1, 1], 1 a perfect match.
 
     NaN where the disparity is NaN, or where either window's grey-level variance is below
-    texture_min (grey levels in [0, 1], squared; None: `texture_min_of` the pair, 3x its
-    noise variance: below it there is no texture to verify the match against), and where the
-    match u - disparity falls outside the right image (no correspondence). A correct match
-    on textured ground scores near 1 (noise and the two views' emission angles lower it a
-    little); a wrong one near 0.
+    texture_min (grey levels in [0, 1], squared; None: `texture_min_of` the pair, TEXTURE_MIN
+    on 8-bit images, lower on quieter deeper ones: below it there is no texture to verify the
+    match against), and where the match u - disparity falls outside the right image (no
+    correspondence). A correct match on textured ground scores near 1 (noise and the two
+    views' emission angles lower it a little); a wrong one near 0.
     """
     return _zncc(left, right, disparity_px, window_sigma_px, texture_min, (0.0,))[0]
 
