@@ -43,6 +43,8 @@ CAMERAS = {
                        'baseline 0.5 m, 15-60 m'),
     'high_sun': ({'dataset': {'sun_elevation_min_deg': 25.0, 'sun_elevation_max_deg': 45.0}},
                  'sun 25-45 deg'),
+    'high_altitude': ({'dataset': {'altitude_min_m': 150.0, 'altitude_max_m': 300.0}},
+                      '150-300 m, above the HDA gate and the student\'s training range'),
 }
 BACKENDS = ('student', 'sgbm')
 COLUMNS = ('abs_rel', 'completeness', 'hazard_f1', 'fallback_pairs', 'latency_ms_median')
