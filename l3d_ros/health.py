@@ -62,11 +62,14 @@ class LatencyHistogram:
 
 
 def scene_values(depth_m: np.ndarray, occupancy: np.ndarray, site_found: bool,
-                 binning: int = 1, frame_backend: str = '') -> dict:
+                 binning: int = 1, frame_backend: str = '',
+                 backend_values: dict | None = None) -> dict:
     """What one frame could see, for the diagnostics: the share of pixels with depth, of its
     hazard-map cells that are known (not -1) and that are certified safe (0..49), and whether a
     site was found: a scene in shadow or without texture shows as low shares; the bin factor
-    it was matched at (2: noise-limited, l3d_ros.binning) and the backend that matched it."""
+    it was matched at (2: noise-limited, l3d_ros.binning), the backend that matched it and
+    that backend's own values (the student's exposure gain, tiles and texture threshold:
+    how it read the camera's images)."""
     def share(mask):
         return float(mask.mean()) if mask.size else 0.0
     occupancy = np.asarray(occupancy)
@@ -74,7 +77,7 @@ def scene_values(depth_m: np.ndarray, occupancy: np.ndarray, site_found: bool,
             'map_known_share': share(occupancy >= 0),
             'map_safe_share': share((occupancy >= 0) & (occupancy <= OCCUPANCY_SAFE_MAX)),
             'site_found': bool(site_found), 'binning': int(binning),
-            'backend': frame_backend}
+            'backend': frame_backend, **(backend_values or {})}
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,7 @@ class StereoNode(Node):
         self.health.frame_done(1e3 * (t2 - t0), dict(out.timings_ms, decode=1e3 * (t1 - t0)),
                                scene_values(out.result.depth_m, out.hazard.occupancy,
                                             out.hazard.site is not None, out.binning,
-                                            out.backend))
+                                            out.backend, out.backend_values))
 
     def _publish_outputs(self) -> None:
         """Publisher thread: a slow reliable subscriber delays only the outputs, never the

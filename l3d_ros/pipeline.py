@@ -32,6 +32,7 @@ class FrameOutput:
     timings_ms: dict[str, float] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)
     binning: int = 1              # the pair was matched f x f-binned (l3d_ros.binning)
+    backend_values: dict = field(default_factory=dict)   # the backend's own per-frame values
 
 
 class StereoPipeline:
@@ -125,8 +126,10 @@ class StereoPipeline:
         timings_ms = {k: 1e3 * v for k, v in timings.items()}
         # the hazard stage's parts (site.frame_hazard): hazard_points, _fusion, _map, ...
         timings_ms.update({f'hazard_{HAZARD_PARTS.get(k, k)}': v for k, v in sub_ms.items()})
+        values = dict(getattr(self.primary, 'last_values', {})) \
+            if self.primary is not None and name == self.primary.name else {}
         return FrameOutput(result, points_cam, hazard, left01, name, timings_ms, faults,
-                           factor)
+                           factor, values)
 
     def _hazard(self, result, calib, points_cam, pose, target_xy_m,
                 timings_ms: dict[str, float]) -> FrameHazard:

@@ -12,6 +12,7 @@ import pytest
 
 from l3d_ros import msg as conv
 from l3d_ros.backends import finalize, make_backend, to_gray01
+from l3d_ros.backends.subpixel import TEXTURE_MIN
 from l3d_ros.config import load_node_config, replace, StudentConfig
 from l3d_ros.dataset import list_pairs, read_pair
 from l3d_ros.pipeline import StereoPipeline
@@ -80,6 +81,8 @@ def test_node_publishes_the_student_depth(tmp_path, pair):
     values = _values(diag)
     assert values['backend'] == 'student' and values['configured_backend'] == 'student'
     assert values['model_sha256'] == entry['sha256']
+    assert float(values['last_frame_student_exposure_gain']) <= 4           # 8 bit
+    assert float(values['last_frame_student_texture_min']) == TEXTURE_MIN
     # no ERROR (a refused model); a WARN for inputs dropped under load is allowed
     assert all(s.level != DiagnosticStatus.ERROR for s in diag.status)
     _assert_same_depth(depth, _expected_depth(pair, 'student', MANIFEST))
@@ -126,6 +129,11 @@ def test_node_reads_12_bit_data_in_mono16_as_the_8_bit_pair(tmp_path, pair):
     depth, _, diag = _run_node(tmp_path, twelve, MANIFEST, 14_000_000_000, encoding='mono16')
     values = _values(diag)
     assert values['backend'] == 'student' and values['last_frame_backend'] == 'student'
+    # the diagnostics say how the student read the images: lifted by more than the 8-bit
+    # limit of 4, with a texture threshold below the 8-bit one
+    assert float(values['last_frame_student_exposure_gain']) > 4
+    assert float(values['last_frame_student_texture_min']) < TEXTURE_MIN
+    assert values['last_frame_student_tiles'] == '1'
     want = _expected_depth(pair, 'student', MANIFEST)                  # the 8-bit pair's
     got_ok, want_ok = np.isfinite(depth), np.isfinite(want)
     assert want_ok.mean() > 0.9 and got_ok.sum() > 0.75 * want_ok.sum()

@@ -59,7 +59,7 @@ import onnxruntime as ort
 
 from l3d_ros.backends.base import DepthResult, unseen_by_right
 from l3d_ros.backends.subpixel import (is_8bit, match_peak, noise_sigma, refine_in_passes,
-                                       TEXTURE_NOISE_REF)
+                                       texture_min_of, TEXTURE_NOISE_REF)
 from l3d_ros.config import StudentConfig
 from l3d_ros.geometry import disparity_to_depth, StereoCalib
 
@@ -228,6 +228,9 @@ class OnnxStudentBackend:
                              f'expected > {RANGE_END_PX}')
         self.max_disp_px = None if max_disp_px is None else float(max_disp_px)
         self.verify_unmatched_max = float(verify_unmatched_max)
+        # what the last frame's images made of the input rules, for the node's diagnostics
+        # (last_frame_student_*): exposure gain, tiles run, texture threshold
+        self.last_values: dict[str, float | int | str] = {}
         opts = ort.SessionOptions()
         self.threads = session_threads(threads)
         opts.intra_op_num_threads = self.threads
@@ -256,7 +259,10 @@ class OnnxStudentBackend:
         """(H, W) images in [0, 1] -> disparity [px at the canvas width], confidence, both at
         `canvas_size` (the input size unless the image's aspect differs from it); confidence 0
         at the end of the matcher's range."""
+        mean_in = pair_mean(left01, right01)
         left01, right01 = match_exposure(left01, right01, self.input_mean)
+        self.last_values['student_exposure_gain'] = (
+            round(pair_mean(left01, right01) / mean_in, 3) if mean_in > 0 else 1.0)
         canvas = self.canvas_size(np.asarray(left01).shape)
         left_c, right_c = (resize_to(np.asarray(img, np.float32), canvas)
                            for img in (left01, right01))
@@ -295,6 +301,7 @@ class OnnxStudentBackend:
                              f'needs {len(rows) * len(cols)} tiles, more than {TILES_MAX}: '
                              'an aspect this far from the input\'s is not a stereo camera it '
                              'can serve')
+        self.last_values['student_tiles'] = len(rows) * len(cols)
         col_owner = tile_owners(cols, w, wc, reach)
         row_owner = tile_owners(rows, h, hc, 0)
         disp = np.empty((hc, wc), np.float32)
@@ -330,7 +337,9 @@ class OnnxStudentBackend:
                                                            result.confidence), calib)
         disp = np.where(result.confidence > 0, result.disparity_px, np.nan).astype(np.float32)
         window = self.subpixel_window_px or 2.5
-        zncc, wrong = match_peak(left01, right01, disp, window)
+        texture_min = texture_min_of(left01, right01)
+        self.last_values['student_texture_min'] = f'{texture_min:.3g}'
+        zncc, wrong = match_peak(left01, right01, disp, window, texture_min=texture_min)
         if self.verify_unmatched_max < 1:
             self.verify(zncc, wrong)
         conf = np.where(np.isfinite(zncc) & ~wrong & ~unseen_by_right(disp),
