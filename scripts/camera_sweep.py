@@ -47,7 +47,9 @@ CAMERAS = {
                       '150-300 m, above the HDA gate and the student\'s training range'),
 }
 BACKENDS = ('student', 'sgbm')
-COLUMNS = ('abs_rel', 'completeness', 'hazard_f1', 'fallback_pairs', 'latency_ms_median')
+# column -> its format in the Markdown table
+COLUMNS = {'abs_rel': '.4f', 'completeness': '.3f', 'hazard_f1': '.3f', 'fallback_pairs': 'd',
+           'latency_ms_median': '.0f'}
 
 
 def camera_config(overrides: dict):
@@ -97,9 +99,7 @@ def to_markdown(rows: list[dict], command: str) -> str:
              '| camera | what | backend | ' + ' | '.join(COLUMNS) + ' |',
              '|---' * (len(COLUMNS) + 3) + '|']
     for r in rows:
-        cells = [str(r[k]) if isinstance(r[k], int) else f'{r[k]:.4f}' if k == 'abs_rel'
-                 else f'{r[k]:.3f}' if k != 'latency_ms_median' else f'{r[k]:.0f}'
-                 for k in COLUMNS]
+        cells = [format(r[k], fmt) for k, fmt in COLUMNS.items()]
         lines.append(f"| {r['camera']} | {CAMERAS[r['camera']][1]} | {r['backend']} | "
                      + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'

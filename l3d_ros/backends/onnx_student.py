@@ -83,7 +83,7 @@ def resize_to(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-# joint gain limits of `match_exposure`: at most 4 on 8-bit images (the student learned an 8-bit
+# joint gain limits of `exposure_gain`: at most 4 on 8-bit images (the student learned an 8-bit
 # camera of 1 DN noise), more (up to 64) on a deeper, quieter one, as far as the gain keeps its
 # noise within what 4 does to that camera: 12-bit data in a 16-bit image fills 1/16 of the
 # scale (mean grey 0.01-0.04 on the simulator's scenes)
@@ -105,8 +105,8 @@ def tile_starts(length: int, size: int, overlap: int) -> list[int]:
     next by at least `overlap` (length <= size: one window at 0)."""
     if length <= size:
         return [0]
-    n = -(-(length - overlap) // (size - overlap))
-    return [int(round(x)) for x in np.linspace(0, length - size, max(n, 2))]
+    n = -(-(length - overlap) // (size - overlap))             # >= 2 when length > size
+    return [int(round(x)) for x in np.linspace(0, length - size, n)]
 
 
 def tile_owners(starts: list[int], size: int, length: int, skip: int) -> np.ndarray:
@@ -126,10 +126,10 @@ def pair_mean(left01: np.ndarray, right01: np.ndarray) -> float:
     return 0.5 * (float(np.mean(left01)) + float(np.mean(right01)))
 
 
-def match_exposure(left01: np.ndarray, right01: np.ndarray,
-                   input_mean: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Scale both images by one gain so that their mean grey level is `input_mean` (the mean
-    of the student's training images, from its manifest entry), clipped to [0, 1].
+def exposure_gain(left01: np.ndarray, right01: np.ndarray, input_mean: float | None) -> float:
+    """The one gain for both images that brings their mean grey level to `input_mean` (the
+    mean of the student's training images, from its manifest entry); 1 for None or a black
+    pair.
 
     The student learned the exposure of its training scenes; a much brighter or darker pair is
     out of distribution (its disparity drifts by up to 1.5 px). One gain for both images keeps
@@ -138,21 +138,36 @@ def match_exposure(left01: np.ndarray, right01: np.ndarray,
     (`subpixel.noise_sigma` below TEXTURE_NOISE_REF), by as much as it is quieter, up to
     EXPOSURE_GAIN_QUIET_MAX (with 4 at most, 12-bit data in a 16-bit image stayed 4-6x darker
     than the training images, and the student kept 8-23 % of such a pair against 89-96 % of
-    its 8-bit twin); None or a black pair: unchanged.
+    its 8-bit twin).
     """
     if input_mean is None:
-        return left01, right01
+        return 1.0
     mean = pair_mean(left01, right01)
     if not mean > 0:
-        return left01, right01
+        return 1.0
     low, high = EXPOSURE_GAIN_RANGE
     if input_mean / mean > high and not (is_8bit(left01) and is_8bit(right01)):
         noise = max(noise_sigma(left01), noise_sigma(right01))
         high = high * TEXTURE_NOISE_REF / noise if noise > 0 else EXPOSURE_GAIN_QUIET_MAX
         high = float(np.clip(high, EXPOSURE_GAIN_RANGE[1], EXPOSURE_GAIN_QUIET_MAX))
-    gain = np.float32(np.clip(input_mean / mean, low, high))
-    return (np.clip(left01 * gain, 0.0, 1.0, dtype=np.float32),
-            np.clip(right01 * gain, 0.0, 1.0, dtype=np.float32))
+    return float(np.clip(input_mean / mean, low, high))
+
+
+def scale_pair(left01: np.ndarray, right01: np.ndarray,
+               gain: float) -> tuple[np.ndarray, np.ndarray]:
+    """Both images times `gain`, clipped to [0, 1] (float32); gain 1: the inputs themselves."""
+    if gain == 1.0:
+        return left01, right01
+    g = np.float32(gain)
+    return (np.clip(left01 * g, 0.0, 1.0, dtype=np.float32),
+            np.clip(right01 * g, 0.0, 1.0, dtype=np.float32))
+
+
+def match_exposure(left01: np.ndarray, right01: np.ndarray,
+                   input_mean: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Both images scaled by `exposure_gain` so that their mean grey level is `input_mean`,
+    clipped to [0, 1]; None or a black pair: unchanged."""
+    return scale_pair(left01, right01, exposure_gain(left01, right01, input_mean))
 
 
 def disparity_to_result(disp_in_px: np.ndarray, confidence: np.ndarray,
@@ -259,10 +274,9 @@ class OnnxStudentBackend:
         """(H, W) images in [0, 1] -> disparity [px at the canvas width], confidence, both at
         `canvas_size` (the input size unless the image's aspect differs from it); confidence 0
         at the end of the matcher's range."""
-        mean_in = pair_mean(left01, right01)
-        left01, right01 = match_exposure(left01, right01, self.input_mean)
-        self.last_values['student_exposure_gain'] = (
-            round(pair_mean(left01, right01) / mean_in, 3) if mean_in > 0 else 1.0)
+        gain = exposure_gain(left01, right01, self.input_mean)
+        self.last_values['student_exposure_gain'] = round(gain, 3)
+        left01, right01 = scale_pair(left01, right01, gain)
         canvas = self.canvas_size(np.asarray(left01).shape)
         left_c, right_c = (resize_to(np.asarray(img, np.float32), canvas)
                            for img in (left01, right01))
@@ -302,6 +316,10 @@ class OnnxStudentBackend:
                              'an aspect this far from the input\'s is not a stereo camera it '
                              'can serve')
         self.last_values['student_tiles'] = len(rows) * len(cols)
+        if len(rows) * len(cols) == 1:                       # the canvas is the input size
+            d, q = self.session.run(['disparity_px', 'confidence'],
+                                    {'left': left_c[None, None], 'right': right_c[None, None]})
+            return d[0, 0], q[0, 0]
         col_owner = tile_owners(cols, w, wc, reach)
         row_owner = tile_owners(rows, h, hc, 0)
         disp = np.empty((hc, wc), np.float32)
