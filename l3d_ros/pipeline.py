@@ -126,8 +126,14 @@ class StereoPipeline:
         timings_ms = {k: 1e3 * v for k, v in timings.items()}
         # the hazard stage's parts (site.frame_hazard): hazard_points, _fusion, _map, ...
         timings_ms.update({f'hazard_{HAZARD_PARTS.get(k, k)}': v for k, v in sub_ms.items()})
-        values = dict(getattr(self.primary, 'last_values', {})) \
-            if self.primary is not None and name == self.primary.name else {}
+        used = self.primary if self.primary is not None and name == self.primary.name \
+            else self.fallback
+        values = dict(getattr(used, 'last_values', {}))
+        if values.get('pair_corrections'):
+            # a camera property, not a frame's: the same words each frame, listed once
+            faults.append('stereo pair misaligned beyond tolerance (gains or rows, '
+                          'last_frame_pair_*): right image corrected and matched again; '
+                          'recalibrate the pair')
         return FrameOutput(result, points_cam, hazard, left01, name, timings_ms, faults,
                            factor, values)
 

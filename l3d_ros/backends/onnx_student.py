@@ -57,6 +57,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from l3d_ros.backends.alignment import matched_aligned
 from l3d_ros.backends.base import DepthResult, unseen_by_right
 from l3d_ros.backends.subpixel import (is_8bit, match_peak, noise_sigma, refine_in_passes,
                                        texture_min_of, TEXTURE_NOISE_REF)
@@ -339,6 +340,25 @@ class OnnxStudentBackend:
         if left01.shape != calib.shape or right01.shape != calib.shape:
             raise ValueError(f'left {left01.shape}, right {right01.shape}: expected the '
                              f'calibration size {calib.shape}')
+        # a pair whose gains differ or whose rows are off (alignment.py) is matched again,
+        # its right image corrected, before the matches are verified
+        (disp, result), right01 = matched_aligned(
+            lambda left, right: self._match(left, right, calib), left01, right01,
+            self.last_values)
+        window = self.subpixel_window_px or 2.5
+        texture_min = texture_min_of(left01, right01)
+        self.last_values['student_texture_min'] = f'{texture_min:.3g}'
+        zncc, wrong = match_peak(left01, right01, disp, window, texture_min=texture_min)
+        if self.verify_unmatched_max < 1:
+            self.verify(zncc, wrong)
+        conf = np.where(np.isfinite(zncc) & ~wrong & ~unseen_by_right(disp),
+                        result.confidence, np.float32(0))
+        return DepthResult(result.depth_m, conf, result.disparity_px)
+
+    def _match(self, left01: np.ndarray, right01: np.ndarray,
+               calib: StereoCalib) -> tuple[np.ndarray, DepthResult]:
+        """The network's disparity, refined -> (disparity where confident, NaN elsewhere;
+        the result)."""
         disp, conf = self.infer(left01, right01)
         result = disparity_to_result(disp, conf, calib)
         if self.subpixel_window_px > 0:
@@ -354,15 +374,7 @@ class OnnxStudentBackend:
             result = disparity_to_result(refined, np.where(moving, np.float32(0),
                                                            result.confidence), calib)
         disp = np.where(result.confidence > 0, result.disparity_px, np.nan).astype(np.float32)
-        window = self.subpixel_window_px or 2.5
-        texture_min = texture_min_of(left01, right01)
-        self.last_values['student_texture_min'] = f'{texture_min:.3g}'
-        zncc, wrong = match_peak(left01, right01, disp, window, texture_min=texture_min)
-        if self.verify_unmatched_max < 1:
-            self.verify(zncc, wrong)
-        conf = np.where(np.isfinite(zncc) & ~wrong & ~unseen_by_right(disp),
-                        result.confidence, np.float32(0))
-        return DepthResult(result.depth_m, conf, result.disparity_px)
+        return disp, result
 
     def verify(self, zncc: np.ndarray, wrong: np.ndarray) -> None:
         """ValueError when more than verify_unmatched_max of the frame's textured, confidently

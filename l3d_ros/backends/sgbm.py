@@ -4,6 +4,7 @@ import math
 import cv2
 import numpy as np
 
+from l3d_ros.backends.alignment import matched_aligned
 from l3d_ros.backends.base import DepthResult, unseen_by_right
 from l3d_ros.backends.subpixel import refine_disparity
 from l3d_ros.config import SgbmConfig
@@ -78,6 +79,7 @@ class SgbmBackend:
         self.cfg, self.depth_min_m, self.depth_max_m = cfg, depth_min_m, depth_max_m
         self.subpixel_window_px = subpixel_window_px
         self._matcher, self._key = None, None
+        self.last_values: dict[str, float | int | str | bool] = {}
 
     def _matcher_for(self, calib: StereoCalib):
         key = disparity_range(calib, self.depth_min_m, self.depth_max_m,
@@ -98,6 +100,16 @@ class SgbmBackend:
         if left.shape != right.shape or left.shape != calib.shape:
             raise ValueError(f'left {left.shape}, right {right.shape}, calib {calib.shape}: '
                              'expected the same (height, width)')
+        # a pair whose gains differ or whose rows are off (alignment.py) is matched again,
+        # its right image corrected
+        (disp, left8), _ = matched_aligned(lambda lft, rgt: self._match(lft, rgt, calib),
+                                           left, right, self.last_values)
+        return DepthResult(disparity_to_depth(disp, calib.fx, calib.baseline_m),
+                           texture_confidence(left8, disp, self.cfg.block_size), disp)
+
+    def _match(self, left: np.ndarray, right: np.ndarray,
+               calib: StereoCalib) -> tuple[np.ndarray, np.ndarray]:
+        """SGBM's disparity, refined -> (disparity, NaN unknown; the left image in uint8)."""
         matcher, (d_min, n_disp) = self._matcher_for(calib)
         left8, right8 = to_uint8_pair(left, right)
         # OpenCV leaves the first min+num disparity columns empty (no full search range there).
@@ -113,5 +125,4 @@ class SgbmBackend:
         if self.subpixel_window_px > 0:
             disp = refine_disparity(left, right, disp, self.subpixel_window_px)
         disp[unseen_by_right(disp)] = np.nan      # the padding's wrong matches at the border
-        return DepthResult(disparity_to_depth(disp, calib.fx, calib.baseline_m),
-                           texture_confidence(left8, disp, self.cfg.block_size), disp)
+        return disp, left8
