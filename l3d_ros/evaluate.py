@@ -111,7 +111,7 @@ def evaluate(dataset: Path, source: DepthSource, stride: int | None = None) -> d
     model = getattr(backend, 'model_name', None) or getattr(backend, 'name', source.name)
     return {'n_pairs': len(pairs), 'backend': source.name, 'model': model,
             **depth.metrics(), **hazard.metrics(),
-            'fallback_pairs': len(source.fallbacks),
+            'fallback_pairs': len(source.fallbacks), 'corrected_pairs': len(source.corrected),
             'latency_ms_median': float(np.median(latency_ms)),
             'latency_ms_p95': float(np.percentile(latency_ms, 95)),
             'hazard_ms_median': float(np.median(hazard_ms)),

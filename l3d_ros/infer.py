@@ -56,13 +56,15 @@ class DepthSource:
     """A backend by name, or 'oracle' (the pair's ground truth, confidence 1 where finite).
 
     As in the node (l3d_ros.pipeline), a pair the student fails or refuses is SGBM's; each
-    such pair is listed in `fallbacks` with the reason.
+    such pair is listed in `fallbacks` with the reason; a pair whose right image was corrected
+    for a gain or row misalignment (backends/alignment.py) in `corrected`.
     """
 
     def __init__(self, name: str, cfg: StereoNodeConfig):
         self.name, self.cfg = name, cfg
         self.backend = None if name == 'oracle' else make_backend(name, cfg)
         self.fallbacks: list[str] = []
+        self.corrected: list[str] = []     # pairs matched again, aligned (backends/alignment)
         self._sgbm = None
 
     def raw(self, pair: StereoPair, left01: np.ndarray, right01: np.ndarray,
@@ -85,14 +87,24 @@ class DepthSource:
             result = DepthResult(depth, conf, depth_to_disparity(depth, pair.calib.fx,
                                                                  pair.calib.baseline_m))
             return result, time.perf_counter() - t0
+        used = self.backend
         try:
-            result = self.backend.compute(left01, right01, pair.calib)
+            result = used.compute(left01, right01, pair.calib)
         except Exception as exc:  # noqa: BLE001 - the node's rule: the frame is SGBM's
             if self.name == 'sgbm':
                 raise
             self.fallbacks.append(f'{pair.name}: {self.name} failed ({exc}); sgbm used')
             print(f'l3d: {self.fallbacks[-1]}', file=sys.stderr)
-            result = self._fallback().compute(left01, right01, pair.calib)
+            used = self._fallback()
+            result = used.compute(left01, right01, pair.calib)
+        values = getattr(used, 'last_values', {})
+        if values.get('pair_corrections'):
+            self.corrected.append(
+                f"{pair.name}: pair misaligned (gain {values['pair_gain']}, ramps "
+                f"{values['pair_gain_x']} / {values['pair_gain_y']}, rows "
+                f"{values['pair_dy_px']} px); right image corrected, matched "
+                f"{values['pair_corrections'] + 1} times")
+            print(f'l3d: {self.corrected[-1]}', file=sys.stderr)
         return result, time.perf_counter() - t0
 
     def _fallback(self):

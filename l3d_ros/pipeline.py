@@ -18,6 +18,7 @@ from l3d_ros.site import frame_hazard, FrameHazard
 HAZARD_PARTS = {'hazard': 'map'}   # frame_hazard's stage names -> hazard_<part> timings
 
 RETRY_PRIMARY_EVERY = 30   # frames on the fallback between two attempts to restore the primary
+MISALIGNED_FRAMES_WARN = 3  # frames in a row corrected for misalignment (backends/alignment.py)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class StereoPipeline:
         self.init_fault = ''
         self.missed = 0
         self.on_fallback_frames = 0
+        self.misaligned_streak = 0            # frames in a row whose pair was corrected
         self.fusion = DemFusion(cfg.hazard)   # descent-long map while camera poses arrive
         if cfg.backend != 'sgbm':
             try:
@@ -129,11 +131,14 @@ class StereoPipeline:
         used = self.primary if self.primary is not None and name == self.primary.name \
             else self.fallback
         values = dict(getattr(used, 'last_values', {}))
-        if values.get('pair_corrections'):
-            # a camera property, not a frame's: the same words each frame, listed once
-            faults.append('stereo pair misaligned beyond tolerance (gains or rows, '
-                          'last_frame_pair_*): right image corrected and matched again; '
-                          'recalibrate the pair')
+        # one frame's gains can differ by the ground's own photometry (a few simulator frames
+        # in a hundred); a pair misaligned frame after frame is the cameras'
+        self.misaligned_streak = self.misaligned_streak + 1 \
+            if values.get('pair_corrections') else 0
+        if self.misaligned_streak >= MISALIGNED_FRAMES_WARN:
+            faults.append(f'stereo pair misaligned in {self.misaligned_streak} frames in a '
+                          'row (gains or rows, last_frame_pair_*): right images corrected and '
+                          'matched again; recalibrate the pair')
         return FrameOutput(result, points_cam, hazard, left01, name, timings_ms, faults,
                            factor, values)
 

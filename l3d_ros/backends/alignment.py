@@ -44,14 +44,15 @@ import numpy as np
 
 CLIP_LOW, CLIP_HIGH = 0.02, 0.98   # grey levels outside: shadow or saturation, no gain there
 MIN_PIXELS = 1000                  # matched pixels read below this: no estimate
+TRIM_PASSES = 1                    # refits without the pixels the last fit leaves beyond
+TRIM_SIGMAS = 3.0                  # this many robust sigmas (1.4826 MAD) of its residual
 SAMPLE_STEP = 2                    # the fit reads every 2nd row and column of images
 SAMPLE_MIN_SIDE = 256              # with both sides at least this, else every pixel
 WINDOW_SIGMA_PX = 2.5              # the windows of the row-offset solve [px of its level]
 DETECT_LEVEL = 1                   # every frame: one step on the pair pyrDown'ed once
 FIT_ITERATIONS = 8                 # a pair to correct: up to 8 steps at full resolution,
 DY_STEP_DONE_PX = 0.005            # until one moves dy by less than this [px]
-GAIN_TOLERANCE = 0.05              # largest |gain - 1| left uncorrected
-RAMP_TOLERANCE = 0.05              # largest |gain_x| + |gain_y| left uncorrected
+GAIN_TOLERANCE = 0.05              # largest |gain - 1| left uncorrected (ramps: see above)
 DY_TOLERANCE_PX = 0.05             # largest |dy| left uncorrected [px]
 GAIN_RANGE = (0.5, 2.0)            # a fitted gain outside: not a camera pair (no correction)
 DY_MAX_PX = 2.0                    # a fitted |dy| above: beyond the linearisation (none)
@@ -82,7 +83,6 @@ class PairMismatch:
     @property
     def needs_correction(self) -> bool:
         return self.plausible and (abs(self.gain - 1.0) > GAIN_TOLERANCE
-                                   or abs(self.gain_x) + abs(self.gain_y) > RAMP_TOLERANCE
                                    or abs(self.dy_px) > DY_TOLERANCE_PX)
 
     def then(self, residual: 'PairMismatch') -> 'PairMismatch':
@@ -161,19 +161,24 @@ def _estimate_at(left: np.ndarray, right: np.ndarray, disp: np.ndarray,
 
         warped = warp(right)
         used = seen & (warped > CLIP_LOW) & (warped < CLIP_HIGH)
-        sample = used[::s, ::s]
-        n = int(np.count_nonzero(sample))
-        if n < MIN_PIXELS:
-            return None
-        r = warped[::s, ::s][sample].astype(np.float64)
-        design = np.stack([r, ux[::s, ::s][sample] * r, uy[::s, ::s][sample] * r], axis=1)
-        coef, _, rank, _ = np.linalg.lstsq(design, left[::s, ::s][sample].astype(np.float64),
-                                           rcond=None)
-        if rank < 3 or not np.all(np.isfinite(coef)) or not coef[0] > 0:
-            return None
-        field = (coef[0] + coef[1] * ux + coef[2] * uy).astype(np.float32)
-        step = _row_offset_step(cv2.subtract(left, cv2.multiply(field, warped)),
-                                cv2.multiply(field, warp(grad_x)),
+        coef = None
+        for _ in range(1 + TRIM_PASSES):
+            sample = used[::s, ::s]
+            n = int(np.count_nonzero(sample))
+            if n < MIN_PIXELS:
+                return None
+            r = warped[::s, ::s][sample].astype(np.float64)
+            design = np.stack([r, ux[::s, ::s][sample] * r, uy[::s, ::s][sample] * r], axis=1)
+            coef, _, rank, _ = np.linalg.lstsq(
+                design, left[::s, ::s][sample].astype(np.float64), rcond=None)
+            if rank < 3 or not np.all(np.isfinite(coef)) or not coef[0] > 0:
+                return None
+            field = (coef[0] + coef[1] * ux + coef[2] * uy).astype(np.float32)
+            residual = cv2.subtract(left, cv2.multiply(field, warped))
+            # pixels the first pass matched wrongly (shadow edges, occlusions) fit no gain
+            spread = 1.4826 * float(np.median(np.abs(residual[::s, ::s][sample])))
+            used = used & (np.abs(residual) <= TRIM_SIGMAS * max(spread, 1e-6))
+        step = _row_offset_step(residual, cv2.multiply(field, warp(grad_x)),
                                 cv2.multiply(field, warp(grad_y)), used.astype(np.float32))
         if step is None:
             return None
