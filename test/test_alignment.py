@@ -1,5 +1,6 @@
 """The pair's gain field and row offset, read from its matches, and the right image corrected;
 both backends match a misaligned pair as well as an aligned one."""
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -132,8 +133,10 @@ def test_a_fit_beyond_any_camera_pair_corrects_nothing():
     assert not PairMismatch(3.0, 0.0, 0.0, 0.0, 10 ** 5).needs_correction
     assert not PairMismatch(1.0, 0.0, 0.0, 5.0, 10 ** 5).needs_correction
     assert PairMismatch(1.0, 0.0, 0.0, 0.5, 10 ** 5).needs_correction
-    edge = PairMismatch(1.0 + alignment.GAIN_TOLERANCE / 2, 0.1, -0.05,
-                        alignment.DY_TOLERANCE_PX / 2, 10 ** 5)     # ramps alone: none
+    edge = PairMismatch(1.0 + alignment.GAIN_TOLERANCE / 2, alignment.RAMP_TOLERANCE / 4,
+                        -alignment.RAMP_TOLERANCE / 8, alignment.DY_TOLERANCE_PX / 2, 10 ** 5)
+    assert not edge.needs_correction
+    assert replace(edge, gain_x=alignment.RAMP_TOLERANCE).needs_correction
     assert not edge.needs_correction
     left, right, _ = pair()
     assert estimate_mismatch(left, right, np.full(left.shape, np.nan, np.float32)) is None
@@ -177,7 +180,7 @@ def test_backends_match_a_pair_of_unequal_gains_and_offset_rows_as_an_aligned_on
     assert matcher.last_values['pair_gain'] == pytest.approx(1 / 0.85, abs=0.03)
     assert matcher.last_values['pair_dy_px'] == pytest.approx(0.5, abs=0.1)
     assert fixed_kept > kept - 0.03 and fixed_err < 1.3 * err
-    for name in ('GAIN_TOLERANCE', 'DY_TOLERANCE_PX'):                  # as before
+    for name in ('GAIN_TOLERANCE', 'RAMP_TOLERANCE', 'DY_TOLERANCE_PX'):    # as before
         monkeypatch.setattr(alignment, name, np.inf)
     raw_kept, raw_err = scored(bad)
     assert raw_err > 1.5 * fixed_err or raw_kept < fixed_kept - 0.05
