@@ -124,7 +124,7 @@ DERIVED = {
 BACKENDS = ('student', 'sgbm')
 # column -> its format in the Markdown table
 COLUMNS = {'abs_rel': '.4f', 'completeness': '.3f', 'hazard_f1': '.3f', 'fallback_pairs': 'd',
-           'latency_ms_median': '.0f'}
+           'corrected_pairs': 'd', 'latency_ms_median': '.0f'}
 
 
 def camera_config(overrides: dict):
@@ -168,8 +168,11 @@ def dataset(work: Path, name: str, pairs: int, seed: int) -> Path:
 def to_markdown(rows: list[dict], command: str) -> str:
     lines = ['# Cameras (generated, do not edit)', '', f'Command: `{command}`.', '',
              'Held-out pairs of each camera (`l3d sim dataset` with the rig / dataset '
-             'overrides named), scored by `l3d eval` with each backend as the node runs it '
-             '(the student hands a frame it cannot verify to SGBM: fallback_pairs). '
+             'overrides named; the derived cameras below twelve_bit_in_16: the shipped '
+             "rig's pairs with their images changed as named, depth and hazard untouched), "
+             'scored by `l3d eval` with each backend as the node runs it (the student hands '
+             'a frame it cannot verify to SGBM: fallback_pairs; a pair whose gains or rows '
+             'disagree is corrected and matched again: corrected_pairs). '
              'latency_ms_median: the depth computation per pair on this machine, while '
              'nothing else ran.', '',
              '| camera | what | backend | ' + ' | '.join(COLUMNS) + ' |',
@@ -206,7 +209,8 @@ def main() -> int:
                          **{k: m[k] for k in COLUMNS}})
             print(f"{name:18s} {backend:8s} AbsRel {m['abs_rel']:.4f} completeness "
                   f"{m['completeness']:.3f} hazard F1 {m['hazard_f1']:.3f} fallbacks "
-                  f"{m['fallback_pairs']} {m['latency_ms_median']:.0f} ms", flush=True)
+                  f"{m['fallback_pairs']} corrected {m['corrected_pairs']} "
+                  f"{m['latency_ms_median']:.0f} ms", flush=True)
     command = 'python scripts/camera_sweep.py ' + ' '.join(sys.argv[1:])
     if args.json:
         args.json.write_text(json.dumps({'command': command, 'seed': args.seed,

@@ -83,6 +83,9 @@ def test_node_publishes_the_student_depth(tmp_path, pair):
     assert values['model_sha256'] == entry['sha256']
     assert float(values['last_frame_student_exposure_gain']) <= 4           # 8 bit
     assert float(values['last_frame_student_texture_min']) == TEXTURE_MIN
+    # the pair's alignment check (backends/alignment.py): a matched pair, left as it is
+    assert values['last_frame_pair_corrections'] == '0'
+    assert abs(float(values['last_frame_pair_gain']) - 1) < 0.05
     # no ERROR (a refused model); a WARN for inputs dropped under load is allowed
     assert all(s.level != DiagnosticStatus.ERROR for s in diag.status)
     _assert_same_depth(depth, _expected_depth(pair, 'student', MANIFEST))
