@@ -136,9 +136,9 @@ class StereoPipeline:
         self.misaligned_streak = self.misaligned_streak + 1 \
             if values.get('pair_corrections') else 0
         if self.misaligned_streak >= MISALIGNED_FRAMES_WARN:
-            faults.append(f'stereo pair misaligned in {self.misaligned_streak} frames in a '
-                          'row (gains or rows, last_frame_pair_*): right images corrected and '
-                          'matched again; recalibrate the pair')
+            faults.append(f'stereo pair misaligned in {MISALIGNED_FRAMES_WARN} or more frames '
+                          'in a row (gains or rows, last_frame_pair_*): right images corrected '
+                          'and matched again; recalibrate the pair')
         return FrameOutput(result, points_cam, hazard, left01, name, timings_ms, faults,
                            factor, values)
 
