@@ -72,10 +72,6 @@ class DepthSource:
         """(the backend's result before the node's validity rules, seconds it took).
         binned: the pair is binned (l3d_ros.binning), matched by low_light.backend."""
         t0 = time.perf_counter()
-        if binned and self.backend is not None and self.name != 'sgbm' \
-                and self.cfg.low_light.backend == 'sgbm':
-            return self._fallback().compute(left01, right01, pair.calib), \
-                time.perf_counter() - t0
         if self.backend is None:
             if pair.depth_m is None:
                 raise FileNotFoundError(f'pair {pair.name!r}: backend oracle needs depth.npy')
@@ -88,10 +84,12 @@ class DepthSource:
                                                                  pair.calib.baseline_m))
             return result, time.perf_counter() - t0
         used = self.backend
+        if binned and self.name != 'sgbm' and self.cfg.low_light.backend == 'sgbm':
+            used = self._fallback()
         try:
             result = used.compute(left01, right01, pair.calib)
         except Exception as exc:  # noqa: BLE001 - the node's rule: the frame is SGBM's
-            if self.name == 'sgbm':
+            if used.name == 'sgbm':
                 raise
             self.fallbacks.append(f'{pair.name}: {self.name} failed ({exc}); sgbm used')
             print(f'l3d: {self.fallbacks[-1]}', file=sys.stderr)
@@ -102,8 +100,8 @@ class DepthSource:
             self.corrected.append(
                 f"{pair.name}: pair misaligned (gain {values['pair_gain']}, ramps "
                 f"{values['pair_gain_x']} / {values['pair_gain_y']}, rows "
-                f"{values['pair_dy_px']} px); right image corrected, matched "
-                f"{values['pair_corrections'] + 1} times")
+                f"{values['pair_dy_px']} px{' of the binned pair' if binned else ''}); right "
+                f"image corrected, matched {values['pair_corrections'] + 1} times")
             print(f'l3d: {self.corrected[-1]}', file=sys.stderr)
         return result, time.perf_counter() - t0
 

@@ -236,3 +236,17 @@ def test_eval_counts_the_pairs_it_corrected(tmp_path):
     assert m['matched']['corrected_pairs'] == 0 and m['dim']['corrected_pairs'] == 1
     assert m['dim']['abs_rel'] < 1.3 * m['matched']['abs_rel']
     assert m['dim']['completeness'] > m['matched']['completeness'] - 0.02
+
+
+def test_a_binned_pair_matched_by_sgbm_for_the_student_is_listed_when_corrected():
+    """low_light.backend: sgbm matches the student's binned pairs; their corrections count."""
+    from l3d_ros.config import load_node_config
+    from l3d_ros.dataset import StereoPair
+    from l3d_ros.infer import DepthSource
+    from test_onnx_student import _sim_pair
+    left, right, frame = _sim_pair((40.0, 60.0), 21)
+    source = DepthSource('student', load_node_config())
+    pair = StereoPair('pair_00000', left, right, frame.calib)
+    source.raw(pair, left, misaligned(right, gain=1.25, shift_px=0.0), binned=True)
+    assert len(source.corrected) == 1 and 'pair_00000: pair misaligned' in source.corrected[0]
+    assert 'of the binned pair' in source.corrected[0] and source.fallbacks == []
