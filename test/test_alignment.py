@@ -155,8 +155,8 @@ SHIPPED = Path(__file__).resolve().parent.parent / 'models' / 'manifest.json'
 def test_backends_match_a_pair_of_unequal_gains_and_offset_rows_as_an_aligned_one(
         backend, monkeypatch):
     """The right camera at 0.85x the left's gain with its rows 0.5 px off: matched as is,
-    the student erred by more than 1 px on most of its pixels (held-out pairs: AbsRel 0.004
-    -> 0.01-0.04, completeness 0.88 -> 0.62-0.77); corrected, as on the aligned pair."""
+    this 40-60 m pair's AbsRel was 10x the aligned pair's (student 0.0096 against 0.00087,
+    SGBM 0.011 against 0.0011); corrected, 1.15x and 0.86x of it."""
     from l3d_ros.backends import make_backend
     from l3d_ros.config import load_node_config
     from test_onnx_student import _sim_pair
@@ -179,11 +179,11 @@ def test_backends_match_a_pair_of_unequal_gains_and_offset_rows_as_an_aligned_on
     assert matcher.last_values['pair_corrections'] >= 1
     assert matcher.last_values['pair_gain'] == pytest.approx(1 / 0.85, abs=0.03)
     assert matcher.last_values['pair_dy_px'] == pytest.approx(0.5, abs=0.1)
-    assert fixed_kept > kept - 0.03 and fixed_err < 1.3 * err
+    assert fixed_kept > kept - 0.03 and fixed_err < 1.5 * err
     for name in ('GAIN_TOLERANCE', 'RAMP_TOLERANCE', 'DY_TOLERANCE_PX'):    # as before
         monkeypatch.setattr(alignment, name, np.inf)
     raw_kept, raw_err = scored(bad)
-    assert raw_err > 1.5 * fixed_err or raw_kept < fixed_kept - 0.05
+    assert raw_err > 3 * fixed_err
 
 
 def test_the_pipeline_reports_a_misaligned_pair_and_warns_when_it_persists():
