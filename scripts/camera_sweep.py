@@ -103,7 +103,8 @@ def srgb_gamma(left, right, rng):
 
 
 def vertical_offset(left, right, rng):
-    """The right image 0.5 px lower than rectification puts it (a calibration residual)."""
+    """The right image 0.5 px lower than rectification puts it (a calibration residual);
+    bilinear, so it is also a little blurred, which a real camera's image would not be."""
     m = np.float32([[1, 0, 0], [0, 1, 0.5]])
     h, w = right.shape[:2]
     r = cv2.warpAffine(right.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
