@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from l3d_ros.backends.onnx_student import (disparity_to_result, EXPOSURE_GAIN_RANGE,
-                                           match_exposure, OnnxStudentBackend, TILE_ASPECT_MAX,
-                                           tile_owners, tile_starts)
+from l3d_ros.backends.onnx_student import (disparity_to_result, exposure_gain,
+                                           EXPOSURE_GAIN_RANGE, OnnxStudentBackend, scale_pair,
+                                           TILE_ASPECT_MAX, tile_owners, tile_starts)
 from l3d_ros.backends.subpixel import refine_disparity
 from l3d_ros.config import load_node_config, StudentConfig
 from l3d_ros.geometry import depth_to_disparity, StereoCalib
@@ -84,6 +84,11 @@ def test_depth_from_the_baseline_not_a_learned_scale():
     np.testing.assert_allclose(res.depth_m, 200.0 * 2.0 / 10.0, rtol=1e-6)
     np.testing.assert_allclose(res.disparity_px, 10.0, rtol=1e-6)
     np.testing.assert_allclose(res.confidence, 0.8, rtol=1e-6)
+
+
+def match_exposure(left, right, input_mean):
+    """Both images scaled as `OnnxStudentBackend.infer` scales them before the network."""
+    return scale_pair(left, right, exposure_gain(left, right, input_mean))
 
 
 def test_exposure_is_matched_with_one_gain_for_both_images():
@@ -318,7 +323,7 @@ def test_shipped_student_matches_12_bit_data_in_a_16_bit_image_as_8_bit():
     """A 12-bit camera publishing mono16 fills 1/16 of the grey scale: the texture's variance
     is 1/256 of the 8-bit pair's, below what an 8-bit camera's noise allows, and the network
     sees a pair 16x darker than it learned. The exposure gain and the texture threshold follow
-    the pair (match_exposure, subpixel.texture_min_of): the student keeps as much of the
+    the pair (exposure_gain, subpixel.texture_min_of): the student keeps as much of the
     12-bit pair as of the 8-bit one, as accurately (it kept 8 % before, against 96 %)."""
     backend = OnnxStudentBackend.from_manifest(SHIPPED.parent, StudentConfig(
         model=str(SHIPPED)), subpixel_window_px=2.5)

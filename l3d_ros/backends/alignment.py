@@ -106,6 +106,12 @@ class PairMismatch:
                 'pair_fit_pixels': self.pixels}
 
 
+def _sample_step(shape: tuple[int, int]) -> int:
+    """Every SAMPLE_STEP-th row and column of an image whose sides are SAMPLE_MIN_SIDE or more,
+    every pixel of a smaller one."""
+    return SAMPLE_STEP if min(shape) >= SAMPLE_MIN_SIDE else 1
+
+
 def _unit_coords(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) float32 column and row positions scaled to [-1, 1] from the image centre."""
     x = (np.arange(w, dtype=np.float32) - (w - 1) / 2) / max((w - 1) / 2, 1.0)
@@ -159,7 +165,7 @@ def _estimate_at(left: np.ndarray, right: np.ndarray, disp: np.ndarray,
     grad_y = cv2.Sobel(right, cv2.CV_32F, 0, 1, ksize=1, scale=0.5)
     seen = np.isfinite(disp) & (cols >= 0) & (cols <= w - 1) \
         & (left > CLIP_LOW) & (left < CLIP_HIGH)
-    s = SAMPLE_STEP if min(h, w) >= SAMPLE_MIN_SIDE else 1
+    s = _sample_step(left.shape)
     dy, coef, n = 0.0, None, 0
     for _ in range(iterations):
         at = np.ascontiguousarray(rows + np.float32(dy))
@@ -226,7 +232,7 @@ def _row_offset_step(residual, grad_x, grad_y, weight) -> float | None:
     v_x = np.where(ok, v_x, np.float32(1))
     num = cov(r, m_r, gy, m_y) - cov(r, m_r, gx, m_x) * c_xy / v_x
     den = cov(gy, m_y, gy, m_y) - c_xy * c_xy / v_x
-    s = SAMPLE_STEP if min(ok.shape) >= SAMPLE_MIN_SIDE else 1
+    s = _sample_step(ok.shape)
     keep = ok[::s, ::s]
     total = float(np.sum(den[::s, ::s][keep], dtype=np.float64))
     if not total > 0:

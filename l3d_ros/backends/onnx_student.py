@@ -164,13 +164,6 @@ def scale_pair(left01: np.ndarray, right01: np.ndarray,
             np.clip(right01 * g, 0.0, 1.0, dtype=np.float32))
 
 
-def match_exposure(left01: np.ndarray, right01: np.ndarray,
-                   input_mean: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Both images scaled by `exposure_gain` so that their mean grey level is `input_mean`,
-    clipped to [0, 1]; None or a black pair: unchanged."""
-    return scale_pair(left01, right01, exposure_gain(left01, right01, input_mean))
-
-
 def disparity_to_result(disp_in_px: np.ndarray, confidence: np.ndarray,
                         calib: StereoCalib) -> DepthResult:
     """Network outputs (h, w) at input resolution -> DepthResult at calib's (H, W).
